@@ -1,0 +1,48 @@
+# StreamRec. The two commands a new user needs: `make demo` and `make test`.
+SWIFT        ?= swift
+CONFIG_DEBUG := .build/debug/streamrec
+RELEASE_BIN  := .build/release/streamrec
+PYTEST_ARGS  ?=
+
+.PHONY: setup setup-system setup-python build release test test-unit test-realbroker demo bench clean broker-start broker-stop
+
+## setup: Debian packages (librdkafka, LevelDB, OpenBLAS, kcat) and the Python test venv.
+setup: setup-system setup-python
+
+setup-system:
+	@ops/setup-system.sh
+
+setup-python: setup-system
+	@ops/python-venv.sh
+
+## build: debug build of everything (the binary the real-broker suite drives).
+build: setup-system
+	$(SWIFT) build
+
+release: setup-system
+	$(SWIFT) build -c release --product streamrec
+
+## test: unit + mock-cluster tests (swift test), then the real-broker suite (tansu).
+test: setup
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+	$(MAKE) --no-print-directory test-realbroker
+
+test-unit: setup-system
+	$(SWIFT) test
+
+test-realbroker: setup-python
+	@test -x $(CONFIG_DEBUG) || $(SWIFT) build
+	STREAMREC_BIN=$(abspath $(CONFIG_DEBUG)) .venv/bin/python -m pytest -q Tests/realbroker $(PYTEST_ARGS)
+
+## demo: the whole job on an embedded Kafka cluster (no broker to install).
+demo: setup-system release
+	$(RELEASE_BIN) demo
+
+broker-start: setup-python
+	ops/broker.sh start
+broker-stop:
+	ops/broker.sh stop
+
+clean:
+	rm -rf .build var

@@ -1,0 +1,299 @@
+// Configuration: Sendable structs with documented defaults, and ConfigLoader, the one place that
+// reads every key (file, then environment, then command-line flags; later wins).
+import Foundation
+import StreamRecStorage
+import Yams
+
+public struct StreamRecConfig: Sendable {
+    public struct Kafka: Sendable {
+        /// Comma-separated bootstrap servers. Required by `serve`; `demo` starts its own cluster.
+        public var brokers: String? = nil
+        public var inputTopic = "interactions"
+        public var outputTopic = "recommendations"
+        public var dlqTopic = "interactions.dlq"
+        public var groupID = "streamrec"
+        public var clientID = "streamrec"
+        /// Extra librdkafka properties (e.g. security.protocol, sasl.*), applied last.
+        public var consumerProperties: [String: String] = [:]
+        public var producerProperties: [String: String] = [:]
+    }
+    public struct State: Sendable {
+        /// LevelDB directory: sessions, vocabulary, per-partition offsets. One per instance.
+        public var directory = "./state"
+    }
+    public struct Recommend: Sendable {
+        public var k = 10
+        public var exclude: ExclusionPolicy = .seen
+    }
+    public struct Pipeline: Sendable {
+        /// Most records processed as one micro-batch (one model call, one LevelDB write).
+        public var maxBatch = 500
+        /// How long a poll waits for the first record of a batch.
+        public var pollTimeoutMs: Int32 = 50
+        /// How long shutdown waits for in-flight output to be delivered.
+        public var drainTimeoutMs: Int32 = 30_000
+        /// Sessions swept for TTL per micro-batch (bounded work on the hot path).
+        public var sweepPerBatch = 64
+    }
+    public struct Model: Sendable {
+        public var snapshot: String? = nil
+    }
+    public struct Metrics: Sendable {
+        public var host = "127.0.0.1"
+        /// 0 picks a free port (logged); -1 turns the endpoint off.
+        public var port = 9464
+    }
+
+    public var kafka = Kafka()
+    public var state = State()
+    public var session = SessionPolicy()
+    public var recommend = Recommend()
+    public var events = EventRules()
+    public var pipeline = Pipeline()
+    public var model = Model()
+    public var metrics = Metrics()
+
+    public init() {}
+}
+
+/// Which items a recommendation must not contain.
+public enum ExclusionPolicy: Sendable, Equatable, CustomStringConvertible {
+    case none
+    /// Everything in the user's session.
+    case seen
+    /// The last n items of the session.
+    case recent(Int)
+
+    public static func parse(_ text: String) -> ExclusionPolicy? {
+        switch text {
+        case "none": return ExclusionPolicy.none
+        case "seen": return .seen
+        default:
+            if text.hasPrefix("recent:"), let n = Int(text.dropFirst(7)), n > 0 { return .recent(n) }
+            return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .none: return "none"
+        case .seen: return "seen"
+        case .recent(let n): return "recent:\(n)"
+        }
+    }
+}
+
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public let key: String
+    public let source: String
+    public let message: String
+    public var description: String { "config key '\(key)' (\(source)): \(message)" }
+}
+
+public enum ConfigLoader {
+    /// One entry per key: its documentation and how it is applied.
+    struct Key: Sendable {
+        let name: String
+        let doc: String
+        let apply: @Sendable (inout StreamRecConfig, String) -> String?   // returns an error message
+    }
+
+    static let keys: [Key] = [
+        string("kafka.brokers", "bootstrap servers, host:port[,host:port]", \.kafka.brokers),
+        nonEmpty("kafka.input_topic", "topic of interaction events", \.kafka.inputTopic),
+        nonEmpty("kafka.output_topic", "topic recommendations are published to", \.kafka.outputTopic),
+        nonEmpty("kafka.dlq_topic", "dead-letter topic for rejected events", \.kafka.dlqTopic),
+        nonEmpty("kafka.group_id", "consumer group of the serving instances", \.kafka.groupID),
+        nonEmpty("kafka.client_id", "client.id reported to the brokers", \.kafka.clientID),
+        nonEmpty("state.directory", "LevelDB directory of this instance", \.state.directory),
+        int("session.max_items", "items kept per user session", 1...100_000, \.session.maxItems),
+        Key(name: "session.idle_ttl_ms", doc: "a session idle longer than this is dropped (ms)") { c, v in
+            guard let n = Int64(v), n > 0 else { return "must be a positive number of milliseconds, got '\(v)'" }
+            c.session.idleTTLMs = n
+            return nil
+        },
+        int("session.cache_capacity", "sessions kept decoded in memory", 0...100_000_000, \.session.cacheCapacity),
+        int("recommend.k", "items per recommendation", 1...1000, \.recommend.k),
+        Key(name: "recommend.exclude", doc: "none | seen | recent:N — items never recommended back") { c, v in
+            guard let p = ExclusionPolicy.parse(v) else { return "must be 'none', 'seen' or 'recent:N' (N > 0), got '\(v)'" }
+            c.recommend.exclude = p
+            return nil
+        },
+        int("events.max_value_bytes", "largest accepted event value (bytes)", 64...10_000_000, \.events.maxValueBytes),
+        int("events.max_id_bytes", "longest user or item id (bytes)", 1...65_536, \.events.maxIdBytes),
+        Key(name: "events.allowed_types", doc: "comma-separated accepted event types") { c, v in
+            let types = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !types.isEmpty else { return "must list at least one event type, e.g. 'view,click,purchase'" }
+            c.events.allowedTypes = Set(types)
+            return nil
+        },
+        bool("events.require_key_matches_user", "reject records whose key is not the user id", \.events.requireKeyMatchesUser),
+        int("pipeline.max_batch", "records per micro-batch", 1...100_000, \.pipeline.maxBatch),
+        Key(name: "pipeline.poll_timeout_ms", doc: "wait for the first record of a batch (ms)") { c, v in
+            guard let n = Int32(v), n >= 0, n <= 60_000 else { return "must be an integer from 0 to 60000, got '\(v)'" }
+            c.pipeline.pollTimeoutMs = n
+            return nil
+        },
+        Key(name: "pipeline.drain_timeout_ms", doc: "shutdown wait for in-flight output (ms)") { c, v in
+            guard let n = Int32(v), n >= 0 else { return "must be a non-negative integer, got '\(v)'" }
+            c.pipeline.drainTimeoutMs = n
+            return nil
+        },
+        int("pipeline.sweep_per_batch", "expired sessions deleted per batch", 0...1_000_000, \.pipeline.sweepPerBatch),
+        string("model.snapshot", "model snapshot file to serve", \.model.snapshot),
+        nonEmpty("metrics.host", "address of the /metrics and /healthz endpoint", \.metrics.host),
+        int("metrics.port", "port of the endpoint (0 = any free port, -1 = off)", -1...65_535, \.metrics.port),
+    ]
+
+    /// Keys whose value is a map of librdkafka properties passed through as they are.
+    nonisolated(unsafe) static let passthroughMaps: [String: WritableKeyPath<StreamRecConfig, [String: String]>] = [
+        "kafka.consumer": \.kafka.consumerProperties,
+        "kafka.producer": \.kafka.producerProperties,
+    ]
+
+    public static var documentedKeys: [(name: String, doc: String)] { keys.map { ($0.name, $0.doc) } }
+
+    public static func environmentName(_ key: String) -> String {
+        "STREAMREC_" + key.uppercased().replacingOccurrences(of: ".", with: "_")
+    }
+
+    /// File, then environment (STREAMREC_SECTION_KEY), then `overrides` (flags); later wins.
+    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
+                            overrides: [String: String] = [:]) throws(ConfigError) -> StreamRecConfig {
+        var config = StreamRecConfig()
+        if let file {
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw ConfigError(key: "--config", source: file, message: "cannot read the file: \(error.localizedDescription). Pass an existing YAML file or drop --config.")
+            }
+            let values = try flatten(yaml: text, file: file)
+            for (key, value) in values.scalars.sorted(by: { $0.key < $1.key }) {
+                try apply(key: key, value: value, source: file, to: &config)
+            }
+            for (key, map) in values.maps {
+                config[keyPath: passthroughMaps[key]!].merge(map) { _, new in new }
+            }
+        }
+        for key in keys {
+            if let value = environment[environmentName(key.name)] {
+                try apply(key: key.name, value: value, source: "environment \(environmentName(key.name))", to: &config)
+            }
+        }
+        for (key, value) in overrides.sorted(by: { $0.key < $1.key }) {
+            try apply(key: key, value: value, source: "command line", to: &config)
+        }
+        return config
+    }
+
+    static func apply(key: String, value: String, source: String, to config: inout StreamRecConfig) throws(ConfigError) {
+        guard let entry = keys.first(where: { $0.name == key }) else {
+            let suggestion = closest(to: key).map { " Did you mean '\($0)'?" } ?? ""
+            throw ConfigError(key: key, source: source, message: "unknown key.\(suggestion) Known keys: see docs/operations.md or `streamrec config keys`.")
+        }
+        if let problem = entry.apply(&config, value) {
+            throw ConfigError(key: key, source: source, message: "\(problem). \(entry.doc); set it in the config file, as \(environmentName(key)), or by flag.")
+        }
+    }
+
+    struct Flattened {
+        var scalars: [String: String] = [:]
+        var maps: [String: [String: String]] = [:]
+    }
+
+    static func flatten(yaml text: String, file: String) throws(ConfigError) -> Flattened {
+        let node: Any?
+        do {
+            node = try Yams.load(yaml: text)
+        } catch {
+            throw ConfigError(key: "(file)", source: file, message: "not valid YAML: \(error)")
+        }
+        guard let node else { return Flattened() }
+        guard let root = node as? [String: Any] else {
+            throw ConfigError(key: "(root)", source: file, message: "the file must be a YAML mapping of sections (kafka:, session:, ...)")
+        }
+        var out = Flattened()
+        func walk(_ map: [String: Any], _ prefix: String) throws(ConfigError) {
+            for (k, v) in map {
+                let key = prefix.isEmpty ? k : "\(prefix).\(k)"
+                if passthroughMaps[key] != nil {
+                    guard let props = v as? [String: Any] else {
+                        throw ConfigError(key: key, source: file, message: "must be a mapping of librdkafka properties, e.g. {security.protocol: SSL}")
+                    }
+                    out.maps[key] = props.mapValues { scalarText($0) }
+                } else if let sub = v as? [String: Any] {
+                    try walk(sub, key)
+                } else if let list = v as? [Any] {
+                    out.scalars[key] = list.map { scalarText($0) }.joined(separator: ",")
+                } else {
+                    out.scalars[key] = scalarText(v)
+                }
+            }
+        }
+        try walk(root, "")
+        return out
+    }
+
+    private static func scalarText(_ v: Any) -> String {
+        if let b = v as? Bool, String(describing: type(of: v)).contains("Bool") { return b ? "true" : "false" }
+        return "\(v)"
+    }
+
+    static func closest(to key: String) -> String? {
+        let scored = keys.map { ($0.name, editDistance($0.name, key)) }.min { $0.1 < $1.1 }
+        guard let (name, d) = scored, d <= max(3, key.count / 3) else { return nil }
+        return name
+    }
+
+    private static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var prev = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var cur = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...max(b.count, 1) where !b.isEmpty {
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            prev = cur
+        }
+        return prev[b.count]
+    }
+
+    // Key builders: each knows its type, its range and how to say what is wrong.
+
+    private static func string(_ name: String, _ doc: String, _ path: WritableKeyPath<StreamRecConfig, String?> & Sendable) -> Key {
+        Key(name: name, doc: doc) { c, v in
+            c[keyPath: path] = v.isEmpty ? nil : v
+            return nil
+        }
+    }
+
+    private static func nonEmpty(_ name: String, _ doc: String, _ path: WritableKeyPath<StreamRecConfig, String> & Sendable) -> Key {
+        Key(name: name, doc: doc) { c, v in
+            guard !v.trimmingCharacters(in: .whitespaces).isEmpty else { return "must not be empty" }
+            c[keyPath: path] = v
+            return nil
+        }
+    }
+
+    private static func int(_ name: String, _ doc: String, _ range: ClosedRange<Int>, _ path: WritableKeyPath<StreamRecConfig, Int> & Sendable) -> Key {
+        Key(name: name, doc: doc) { c, v in
+            guard let n = Int(v.trimmingCharacters(in: .whitespaces)), range.contains(n) else {
+                return "must be an integer from \(range.lowerBound) to \(range.upperBound), got '\(v)'"
+            }
+            c[keyPath: path] = n
+            return nil
+        }
+    }
+
+    private static func bool(_ name: String, _ doc: String, _ path: WritableKeyPath<StreamRecConfig, Bool> & Sendable) -> Key {
+        Key(name: name, doc: doc) { c, v in
+            switch v.lowercased() {
+            case "true", "yes", "1", "on": c[keyPath: path] = true
+            case "false", "no", "0", "off": c[keyPath: path] = false
+            default: return "must be true or false, got '\(v)'"
+            }
+            return nil
+        }
+    }
+}

@@ -1,0 +1,70 @@
+// Every metric StreamRec exports, in one place (names are an interface: dashboards use them).
+import Metrics
+
+public enum MetricNames {
+    public static let eventsIn = "streamrec_events_in_total"                 // records consumed
+    public static let eventsValid = "streamrec_events_valid_total"           // parsed interaction events
+    public static let eventsDeadLettered = "streamrec_events_dlq_total"      // dimension: code
+    public static let recommendationsOut = "streamrec_recommendations_out_total"
+    public static let replayedWithoutOutput = "streamrec_events_rebuilt_total" // state rebuilt below the group's committed offset
+    public static let endToEndLatency = "streamrec_end_to_end_latency_seconds" // record timestamp -> output delivered
+    public static let inferenceLatency = "streamrec_inference_seconds"       // one model call per micro-batch
+    public static let batchSize = "streamrec_batch_size"                     // records per micro-batch
+    public static let partitionLag = "streamrec_partition_lag"               // dimension: partition
+    public static let assignedPartitions = "streamrec_assigned_partitions"
+    public static let deliveryRetries = "streamrec_delivery_retries_total"
+    public static let rebalances = "streamrec_rebalances_total"
+    public static let sessionsExpired = "streamrec_sessions_expired_total"
+    public static let consumerErrors = "streamrec_consumer_errors_total"
+}
+
+/// The pipeline's instruments, made from a factory the caller passes in (no global bootstrap).
+public final class PipelineMetrics: @unchecked Sendable {
+    let factory: MetricsFactory
+    let eventsIn: Counter
+    let eventsValid: Counter
+    let recommendationsOut: Counter
+    let rebuilt: Counter
+    let endToEnd: Timer
+    let inference: Timer
+    let batchSize: Recorder
+    let assignedPartitions: Gauge
+    let deliveryRetries: Counter
+    let rebalances: Counter
+    let sessionsExpired: Counter
+    let consumerErrors: Counter
+    private var dlq: [String: Counter] = [:]
+    private var lag: [String: Gauge] = [:]
+
+    public init(factory: MetricsFactory) {
+        self.factory = factory
+        eventsIn = Counter(label: MetricNames.eventsIn, factory: factory)
+        eventsValid = Counter(label: MetricNames.eventsValid, factory: factory)
+        recommendationsOut = Counter(label: MetricNames.recommendationsOut, factory: factory)
+        rebuilt = Counter(label: MetricNames.replayedWithoutOutput, factory: factory)
+        endToEnd = Timer(label: MetricNames.endToEndLatency, factory: factory)
+        inference = Timer(label: MetricNames.inferenceLatency, factory: factory)
+        batchSize = Recorder(label: MetricNames.batchSize, factory: factory)
+        assignedPartitions = Gauge(label: MetricNames.assignedPartitions, factory: factory)
+        deliveryRetries = Counter(label: MetricNames.deliveryRetries, factory: factory)
+        rebalances = Counter(label: MetricNames.rebalances, factory: factory)
+        sessionsExpired = Counter(label: MetricNames.sessionsExpired, factory: factory)
+        consumerErrors = Counter(label: MetricNames.consumerErrors, factory: factory)
+    }
+
+    /// Called from the pipeline thread only.
+    func deadLettered(_ code: Rejection.Code) {
+        if dlq[code.rawValue] == nil {
+            dlq[code.rawValue] = Counter(label: MetricNames.eventsDeadLettered, dimensions: [("code", code.rawValue)], factory: factory)
+        }
+        dlq[code.rawValue]!.increment()
+    }
+
+    func setLag(partition: Int32, _ value: Int64) {
+        let key = String(partition)
+        if lag[key] == nil {
+            lag[key] = Gauge(label: MetricNames.partitionLag, dimensions: [("partition", key)], factory: factory)
+        }
+        lag[key]!.record(Double(value))
+    }
+}

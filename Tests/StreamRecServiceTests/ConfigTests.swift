@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+@testable import StreamRecService
+
+@Suite struct ConfigTests {
+    func write(_ text: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cfg-\(UUID().uuidString).yaml").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func defaults() throws {
+        let c = try ConfigLoader.load(file: nil, environment: [:])
+        #expect(c.kafka.inputTopic == "interactions" && c.kafka.outputTopic == "recommendations" && c.kafka.dlqTopic == "interactions.dlq")
+        #expect(c.session.maxItems == 200 && c.recommend.k == 10 && c.recommend.exclude == .seen)
+        #expect(c.kafka.brokers == nil)
+    }
+
+    @Test func fileThenEnvironmentThenFlags() throws {
+        let path = try write("""
+        kafka:
+          brokers: file:9092
+          input_topic: clicks
+          consumer:
+            security.protocol: SSL
+        session:
+          max_items: 50
+        recommend:
+          exclude: recent:3
+        events:
+          allowed_types: [view, click]
+        """)
+        let c = try ConfigLoader.load(file: path, environment: ["STREAMREC_KAFKA_BROKERS": "env:9092", "STREAMREC_SESSION_MAX_ITEMS": "60"],
+                                      overrides: ["session.max_items": "70"])
+        #expect(c.kafka.brokers == "env:9092")
+        #expect(c.kafka.inputTopic == "clicks")
+        #expect(c.session.maxItems == 70)
+        #expect(c.recommend.exclude == .recent(3))
+        #expect(c.events.allowedTypes == ["view", "click"])
+        #expect(c.kafka.consumerProperties["security.protocol"] == "SSL")
+    }
+
+    @Test func errorsNameTheKeyAndTheFix() throws {
+        let path = try write("session:\n  max_items: lots\n")
+        do {
+            _ = try ConfigLoader.load(file: path, environment: [:])
+            Issue.record("accepted max_items: lots")
+        } catch {
+            #expect(error.key == "session.max_items")
+            #expect(error.description.contains("must be an integer"))
+            #expect(error.description.contains("STREAMREC_SESSION_MAX_ITEMS"))
+        }
+        let typo = try write("sesion:\n  max_items: 5\n")
+        do {
+            _ = try ConfigLoader.load(file: typo, environment: [:])
+            Issue.record("accepted an unknown key")
+        } catch {
+            #expect(error.key == "sesion.max_items")
+            #expect(error.description.contains("Did you mean 'session.max_items'"))
+        }
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(file: nil, environment: ["STREAMREC_RECOMMEND_EXCLUDE": "everything"]) }
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(file: nil, environment: [:], overrides: ["metrics.port": "70000"]) }
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(file: "/nonexistent/streamrec.yaml", environment: [:]) }
+    }
+
+    @Test func topologyFileOfTheRepositoryParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let topology = try Topology.load(path: root.appendingPathComponent("topology/topics.yaml").path)
+        #expect(topology.topic(role: "input")?.name == "interactions")
+        #expect(topology.topic(role: "output")?.name == "recommendations")
+        #expect(topology.topic(role: "dlq")?.name == "interactions.dlq")
+        #expect(topology.topics.allSatisfy { $0.partitions > 0 })
+        #expect(throws: ConfigError.self) { try Topology.parse("topics:\n  - name: x\n    partitions: 0\n", source: "t") }
+    }
+}

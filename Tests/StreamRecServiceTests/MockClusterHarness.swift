@@ -1,0 +1,115 @@
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import StreamRecKafka
+import StreamRecModels
+import StreamRecStorage
+@testable import StreamRecService
+
+/// A librdkafka mock cluster with a fresh set of topics, a trained model, and helpers to run the
+/// real serving stack against it and read what it wrote.
+final class MockClusterHarness: @unchecked Sendable {
+    let cluster: MockCluster
+    let id = UUID().uuidString.prefix(8).lowercased()
+    let input: String
+    let output: String
+    let dlq: String
+    let work: URL
+    let snapshot: String
+
+    init(partitions: Int = 3, trainingSequences: [[String]]) throws {
+        cluster = try MockCluster(brokers: 1)
+        input = "interactions-\(id)"
+        output = "recommendations-\(id)"
+        dlq = "interactions-\(id).dlq"
+        try cluster.createTopic(input, partitions: partitions)
+        try cluster.createTopic(output, partitions: partitions)
+        try cluster.createTopic(dlq, partitions: 1)
+        work = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-test-\(id)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        snapshot = work.appendingPathComponent("model.snap").path
+        try TransitionModel.train(sequences: trainingSequences, config: TransitionConfig()).save(to: snapshot)
+    }
+
+    deinit {
+        cluster.shutdown()
+        try? FileManager.default.removeItem(at: work)
+    }
+
+    var stateDirectory: String { work.appendingPathComponent("state").path }
+
+    func config(group: String = "streamrec") -> StreamRecConfig {
+        var c = StreamRecConfig()
+        c.kafka.brokers = cluster.bootstrapServers
+        c.kafka.inputTopic = input
+        c.kafka.outputTopic = output
+        c.kafka.dlqTopic = dlq
+        c.kafka.groupID = "\(group)-\(id)"
+        c.state.directory = stateDirectory
+        c.model.snapshot = snapshot
+        c.pipeline.pollTimeoutMs = 20
+        return c
+    }
+
+    func produce(_ records: [(key: String?, value: [UInt8])]) throws {
+        let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "5", "log_level": "3"])
+        for r in records {
+            try producer.send(KafkaRecord(topic: input, key: r.key.map { Array($0.utf8) }, value: r.value))
+        }
+        guard producer.flush(timeoutMs: 30_000) else { throw HarnessError("test producer flush timed out") }
+        let failures = producer.takeDeliveryFailures()
+        guard failures.isEmpty else { throw HarnessError("\(failures.count) test records undelivered: \(failures[0].error)") }
+        producer.close()
+    }
+
+    /// The real stack on a thread; returns a handle to stop it and wait.
+    func startService(config: StreamRecConfig? = nil) throws -> RunningService {
+        var logger = Logger(label: "test") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = .warning
+        let metrics = PipelineMetrics(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
+        let stack = try ServingStack(config: config ?? self.config(), metrics: metrics, logger: logger)
+        return RunningService(stack: stack)
+    }
+
+    /// Reads a topic from the beginning until `until` holds or the timeout passes.
+    func read(_ topic: String, timeoutSeconds: Double = 60, until: ([KafkaMessage]) -> Bool) throws -> [KafkaMessage] {
+        let consumer = try KafkaConsumer(properties: ["bootstrap.servers": cluster.bootstrapServers, "group.id": "reader-\(UUID().uuidString)",
+                                                      "auto.offset.reset": "earliest", "fetch.wait.max.ms": "10", "log_level": "3"])
+        try consumer.subscribe([topic])
+        defer { consumer.close() }
+        var all: [KafkaMessage] = []
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while Date() < deadline && !until(all) {
+            all += try consumer.poll(maxMessages: 1000, timeoutMs: 100)
+        }
+        return all
+    }
+}
+
+final class RunningService: @unchecked Sendable {
+    let stack: ServingStack
+    private let done = DispatchSemaphore(value: 0)
+    private(set) var error: Error?
+
+    init(stack: ServingStack) {
+        self.stack = stack
+        let thread = Thread { [self] in
+            do { try stack.pipeline.run() } catch { self.error = error }
+            stack.close()
+            done.signal()
+        }
+        thread.start()
+    }
+
+    /// Graceful stop: finish the batch, flush, commit, leave the group, close LevelDB.
+    func stop() {
+        stack.stop.stop()
+        done.wait()
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
