@@ -16,6 +16,7 @@ public enum MetricNames {
     public static let rebalances = "streamrec_rebalances_total"
     public static let sessionsExpired = "streamrec_sessions_expired_total"
     public static let consumerErrors = "streamrec_consumer_errors_total"
+    public static let offsetGaps = "streamrec_offset_gaps_total"             // input records the broker skipped
 }
 
 /// The pipeline's instruments, made from a factory the caller passes in (no global bootstrap).
@@ -33,6 +34,7 @@ public final class PipelineMetrics: @unchecked Sendable {
     let rebalances: Counter
     let sessionsExpired: Counter
     let consumerErrors: Counter
+    let offsetGaps: Counter
     private var dlq: [String: Counter] = [:]
     private var lag: [String: Gauge] = [:]
 
@@ -50,6 +52,7 @@ public final class PipelineMetrics: @unchecked Sendable {
         rebalances = Counter(label: MetricNames.rebalances, factory: factory)
         sessionsExpired = Counter(label: MetricNames.sessionsExpired, factory: factory)
         consumerErrors = Counter(label: MetricNames.consumerErrors, factory: factory)
+        offsetGaps = Counter(label: MetricNames.offsetGaps, factory: factory)
     }
 
     /// Called from the pipeline thread only.

@@ -79,6 +79,8 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
     /// so replays of old data behave exactly like live traffic.
     private var eventTimeWatermark: Int64 = 0
     private var lastLagUpdate = 0.0
+    /// Last offset seen per partition, to notice records a broker let the consumer skip.
+    private var lastOffset: [TopicPartition: Int64] = [:]
 
     public init(config: StreamRecConfig, consumer: KafkaConsumer, producer: KafkaProducer, sessions: SessionStore,
                 vocabulary: Vocabulary, model: RecommenderSlot, metrics: PipelineMetrics, logger: Logger, stop: StopSignal) {
@@ -145,7 +147,15 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         let k = config.recommend.k
 
         for message in batch {
-            nextOffsets[message.topicPartition] = message.offset + 1
+            let tp = message.topicPartition
+            if let last = lastOffset[tp], message.offset != last + 1 {
+                // The input topic is not compacted and not transactional: offsets are contiguous
+                // unless the broker skipped records. Count it; there is nothing to re-read.
+                metrics.offsetGaps.increment()
+                logger.warning("offset gap on \(tp): \(last) then \(message.offset)")
+            }
+            lastOffset[tp] = message.offset
+            nextOffsets[tp] = message.offset + 1
             switch EventParser.parse(key: message.key, value: message.value, rules: config.events) {
             case .failure(let rejection):
                 metrics.deadLettered(rejection.code)
@@ -315,6 +325,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         for tp in partitions {
             let local = (try? sessions.nextOffset(topic: tp.topic, partition: tp.partition)) ?? nil
             starts[tp] = local.map { .offset($0) } ?? .beginning
+            lastOffset[tp] = local.map { $0 - 1 }
             emitFrom[tp] = committed[tp] ?? 0
             logger.info("assigned \(tp)", metadata: [
                 "local_offset": "\(local.map(String.init) ?? "none")",
@@ -339,6 +350,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         for tp in partitions {
             if let next = (try? sessions.nextOffset(topic: tp.topic, partition: tp.partition)) ?? nil { offsets[tp] = next }
             emitFrom[tp] = nil
+            lastOffset[tp] = nil
         }
         try? consumer.commit(offsets, async: false)
         metrics.assignedPartitions.record(0)

@@ -5,7 +5,7 @@ import StreamRecStorage
 struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Read an instance's LevelDB state (stop the instance first: LevelDB allows one process).",
-        subcommands: [User.self, Offsets.self, Stats.self]
+        subcommands: [User.self, Sessions.self, Offsets.self, Stats.self]
     )
 
     struct StateOptions: ParsableArguments {
@@ -35,6 +35,26 @@ struct Inspect: AsyncParsableCommand {
                 } else {
                     print("user \(id): \(items.count) items, last seen \(session.lastSeenMs) ms")
                     for (item, event) in zip(items, session.events) { print("  \(event.timestampMs)  \(item)") }
+                }
+            }
+        }
+    }
+
+    struct Sessions: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print every stored session, one JSON object per line.")
+        @OptionGroup var options: StateOptions
+
+        func run() async throws {
+            try await userFacing {
+                let store = try KeyValueStore(path: options.state)
+                defer { store.close() }
+                let vocabulary = try Vocabulary(store: store)
+                try SessionStore(store: store, policy: SessionPolicy()).forEachSession { session in
+                    let obj: [String: Any] = ["user": session.user,
+                                              "items": session.events.map { vocabulary.external(for: $0.item) ?? "#\($0.item)" },
+                                              "timestamps": session.events.map(\.timestampMs)]
+                    let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+                    print(String(decoding: data, as: UTF8.self))
                 }
             }
         }
