@@ -1,4 +1,6 @@
-// The contract every model serves behind: a micro-batch of sessions in, top-K items out.
+// The contract every model serves behind (a micro-batch of sessions in, top-K items out), the
+// one error type of this module, and the top-K selection that every model ranks with.
+import Foundation
 
 /// Dense id from the service's persisted vocabulary; 0 never names an item.
 public typealias ItemID = UInt32
@@ -6,6 +8,7 @@ public typealias ItemID = UInt32
 public struct ScoredItem: Sendable, Equatable {
     public var item: ItemID
     public var score: Float
+
     public init(item: ItemID, score: Float) {
         self.item = item
         self.score = score
@@ -15,6 +18,7 @@ public struct ScoredItem: Sendable, Equatable {
 public struct ModelDescriptor: Sendable, Equatable, Codable {
     public var name: String
     public var version: String
+
     public init(name: String, version: String) {
         self.name = name
         self.version = version
@@ -44,71 +48,113 @@ public protocol Recommender: Sendable {
     func recommend(_ requests: [RecommendationRequest]) -> [[ScoredItem]]
 }
 
-/// One error type for models, datasets and snapshots: a code and a message that says what to do.
-public struct ModelError: Error, CustomStringConvertible, Sendable {
+/// One error type for models, datasets and snapshots: what kind of problem, and a message that
+/// names the file (and line) and says what to do about it.
+public struct ModelError: Error, CustomStringConvertible, LocalizedError, Sendable {
     public enum Code: String, Sendable {
+        /// Training or evaluation data that cannot be parsed.
         case badData
+        /// A snapshot file that is missing, corrupt, of the wrong kind, or cannot be written.
         case badSnapshot
+        /// A request this build cannot serve (a format or model kind it does not know).
         case unsupported
     }
+
     public let code: Code
     public let message: String
+
     public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }
+
     public var description: String { "\(code.rawValue): \(message)" }
+    public var errorDescription: String? { description }
 }
 
-/// Keeps the k best (highest score) entries seen; ties go to the lower index for determinism.
-/// A binary min-heap of size k: O(n log k) instead of sorting every candidate.
-public struct TopK {
-    public private(set) var heap: [(score: Float, index: Int32)] = []
-    public let k: Int
+/// Keeps the k best candidates of a stream in a min-heap whose root is the worst one kept, so
+/// choosing the top k of n costs O(n log k) instead of sorting all n. Higher score is better;
+/// equal scores go to the smaller id, so the answer does not depend on arrival order.
+public struct TopK: Sendable {
+    public struct Entry: Sendable, Equatable {
+        public var score: Float
+        public var id: Int
 
-    public init(k: Int) {
-        self.k = max(0, k)
-        heap.reserveCapacity(self.k)
-    }
-
-    @inline(__always)
-    private static func worse(_ a: (score: Float, index: Int32), _ b: (score: Float, index: Int32)) -> Bool {
-        a.score < b.score || (a.score == b.score && a.index > b.index)
-    }
-
-    /// The score an entry must beat to enter (when full).
-    public var threshold: Float { heap.count < k ? -.infinity : heap[0].score }
-    public var isFull: Bool { heap.count >= k }
-
-    public mutating func insert(_ score: Float, _ index: Int32) {
-        guard k > 0 else { return }
-        let entry = (score: score, index: index)
-        if heap.count < k {
-            heap.append(entry)
-            var i = heap.count - 1
-            while i > 0 {
-                let parent = (i - 1) / 2
-                guard Self.worse(heap[i], heap[parent]) else { break }
-                heap.swapAt(i, parent)
-                i = parent
-            }
-        } else if Self.worse(heap[0], entry) {
-            heap[0] = entry
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var smallest = i
-                if l < heap.count && Self.worse(heap[l], heap[smallest]) { smallest = l }
-                if r < heap.count && Self.worse(heap[r], heap[smallest]) { smallest = r }
-                if smallest == i { break }
-                heap.swapAt(i, smallest)
-                i = smallest
-            }
+        public init(score: Float, id: Int) {
+            self.score = score
+            self.id = id
         }
     }
 
-    /// Best first.
-    public func sorted() -> [(score: Float, index: Int32)] {
-        heap.sorted { Self.worse($1, $0) }
+    public let k: Int
+    private var heap: [Entry] = []
+
+    public init(k: Int) {
+        self.k = max(0, k)
+        // k may be "everything" (Int.max); reserve only what a typical answer needs.
+        heap.reserveCapacity(min(self.k, 1024))
+    }
+
+    public var count: Int { heap.count }
+    public var isFull: Bool { heap.count >= k }
+
+    /// Once full, the score a candidate must exceed (or tie with a smaller id) to enter; callers
+    /// use it to skip work for hopeless candidates. Nil while there is still room.
+    public var threshold: Float? { isFull && k > 0 ? heap[0].score : nil }
+
+    @inline(__always)
+    private static func isBetter(_ a: Entry, than b: Entry) -> Bool {
+        a.score > b.score || (a.score == b.score && a.id < b.id)
+    }
+
+    /// NaN scores are ignored: they compare false with everything and would corrupt the heap.
+    public mutating func insert(score: Float, id: Int) {
+        guard k > 0, !score.isNaN else { return }
+        let entry = Entry(score: score, id: id)
+        if heap.count < k {
+            heap.append(entry)
+            siftUp(from: heap.count - 1)
+        } else if Self.isBetter(entry, than: heap[0]) {
+            heap[0] = entry
+            siftDown(from: 0)
+        }
+    }
+
+    /// The entries kept, best first.
+    public func sorted() -> [Entry] {
+        heap.sorted { Self.isBetter($0, than: $1) }
+    }
+
+    /// Top k of a dense score vector where the id is the index (a full-catalogue scorer's output).
+    public static func select(_ scores: [Float], k: Int) -> [Entry] {
+        var top = TopK(k: k)
+        for (id, score) in scores.enumerated() {
+            if let floor = top.threshold, score < floor { continue }
+            top.insert(score: score, id: id)
+        }
+        return top.sorted()
+    }
+
+    private mutating func siftUp(from start: Int) {
+        var child = start
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard Self.isBetter(heap[parent], than: heap[child]) else { return }
+            heap.swapAt(parent, child)
+            child = parent
+        }
+    }
+
+    private mutating func siftDown(from start: Int) {
+        var parent = start
+        while true {
+            let left = 2 * parent + 1, right = left + 1
+            var worst = parent
+            if left < heap.count && Self.isBetter(heap[worst], than: heap[left]) { worst = left }
+            if right < heap.count && Self.isBetter(heap[worst], than: heap[right]) { worst = right }
+            if worst == parent { return }
+            heap.swapAt(parent, worst)
+            parent = worst
+        }
     }
 }

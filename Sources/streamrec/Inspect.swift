@@ -11,6 +11,26 @@ struct Inspect: AsyncParsableCommand {
     struct StateOptions: ParsableArguments {
         @Option(help: "LevelDB state directory.") var state: String = "./state"
         @Flag(help: "Print JSON.") var json = false
+
+        /// Opens the instance's LevelDB for the duration of `body` (it holds the directory's lock).
+        func withStore<T>(_ body: (KeyValueStore) throws -> T) throws -> T {
+            let store = try KeyValueStore(path: state)
+            defer { store.close() }
+            return try body(store)
+        }
+    }
+
+    static func printJSON(_ object: Any) throws {
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    /// A session with external item ids, as `inspect user --json` and `inspect sessions` print it.
+    static func sessionJSON(_ session: Session, _ vocabulary: Vocabulary) -> [String: Any] {
+        ["user": session.user,
+         "items": session.events.map { vocabulary.external(for: $0.item) ?? "#\($0.item)" },
+         "timestamps": session.events.map(\.timestampMs),
+         "last_seen_ms": session.lastSeenMs]
     }
 
     struct User: AsyncParsableCommand {
@@ -20,21 +40,19 @@ struct Inspect: AsyncParsableCommand {
 
         func run() async throws {
             try await userFacing {
-                let store = try KeyValueStore(path: options.state)
-                defer { store.close() }
-                let vocabulary = try Vocabulary(store: store)
-                let sessions = SessionStore(store: store, policy: SessionPolicy())
-                // Inspect shows what is stored, whatever its age: TTL is not applied here.
-                let session = try sessions.session(for: id, nowMs: 0)
-                let items = session.events.map { vocabulary.external(for: $0.item) ?? "#\($0.item)" }
-                if options.json {
-                    let obj: [String: Any] = ["user": id, "items": items, "timestamps": session.events.map(\.timestampMs),
-                                              "last_seen_ms": session.lastSeenMs]
-                    let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-                    print(String(decoding: data, as: UTF8.self))
-                } else {
-                    print("user \(id): \(items.count) items, last seen \(session.lastSeenMs) ms")
-                    for (item, event) in zip(items, session.events) { print("  \(event.timestampMs)  \(item)") }
+                try options.withStore { store in
+                    let vocabulary = try Vocabulary(store: store)
+                    // Inspect shows what is stored, whatever its age: the TTL is not applied here.
+                    var session = try SessionStore(store: store, policy: SessionPolicy()).session(for: id, nowMs: 0)
+                    session.user = id
+                    if options.json {
+                        try Inspect.printJSON(Inspect.sessionJSON(session, vocabulary))
+                    } else {
+                        print("user \(id): \(session.events.count) items, last seen \(session.lastSeenMs) ms")
+                        for event in session.events {
+                            print("  \(event.timestampMs)  \(vocabulary.external(for: event.item) ?? "#\(event.item)")")
+                        }
+                    }
                 }
             }
         }
@@ -46,15 +64,11 @@ struct Inspect: AsyncParsableCommand {
 
         func run() async throws {
             try await userFacing {
-                let store = try KeyValueStore(path: options.state)
-                defer { store.close() }
-                let vocabulary = try Vocabulary(store: store)
-                try SessionStore(store: store, policy: SessionPolicy()).forEachSession { session in
-                    let obj: [String: Any] = ["user": session.user,
-                                              "items": session.events.map { vocabulary.external(for: $0.item) ?? "#\($0.item)" },
-                                              "timestamps": session.events.map(\.timestampMs)]
-                    let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-                    print(String(decoding: data, as: UTF8.self))
+                try options.withStore { store in
+                    let vocabulary = try Vocabulary(store: store)
+                    try SessionStore(store: store, policy: SessionPolicy()).forEachSession { session in
+                        try Inspect.printJSON(Inspect.sessionJSON(session, vocabulary))
+                    }
                 }
             }
         }
@@ -66,13 +80,9 @@ struct Inspect: AsyncParsableCommand {
 
         func run() async throws {
             try await userFacing {
-                let store = try KeyValueStore(path: options.state)
-                defer { store.close() }
-                let offsets = try SessionStore(store: store, policy: SessionPolicy()).allOffsets()
+                let offsets = try options.withStore { try SessionStore(store: $0, policy: SessionPolicy()).allOffsets() }
                 if options.json {
-                    let list = offsets.map { ["topic": $0.topic, "partition": Int($0.partition), "next_offset": $0.nextOffset] as [String: Any] }
-                    let data = try JSONSerialization.data(withJSONObject: list, options: [.sortedKeys])
-                    print(String(decoding: data, as: UTF8.self))
+                    try Inspect.printJSON(offsets.map { ["topic": $0.topic, "partition": Int($0.partition), "next_offset": $0.nextOffset] as [String: Any] })
                 } else {
                     for o in offsets { print("\(o.topic)[\(o.partition)] next offset \(o.nextOffset)") }
                 }
@@ -86,12 +96,11 @@ struct Inspect: AsyncParsableCommand {
 
         func run() async throws {
             try await userFacing {
-                let store = try KeyValueStore(path: options.state)
-                defer { store.close() }
-                let sessions = try SessionStore(store: store, policy: SessionPolicy()).sessionCount()
-                let items = try Vocabulary(store: store).count
+                let (sessions, items) = try options.withStore { store in
+                    (try SessionStore(store: store, policy: SessionPolicy()).sessionCount(), try Vocabulary(store: store).count)
+                }
                 if options.json {
-                    print("{\"sessions\":\(sessions),\"items\":\(items)}")
+                    try Inspect.printJSON(["sessions": sessions, "items": items])
                 } else {
                     print("sessions \(sessions)\nitems    \(items)")
                 }

@@ -20,7 +20,7 @@ struct Train: AsyncParsableCommand {
             let dataset = try SequenceDataset.load(path: data)
             var config = TransitionConfig()
             config.successorsPerItem = successors
-            let trained = TransitionModel.train(sequences: dataset.sequences.map(\.items), config: config)
+            let trained = TransitionModel.train(sequences: dataset.sequences.map(\.items), config: config, source: data)
             try trained.save(to: out)
             let interactions = dataset.sequences.reduce(0) { $0 + $1.items.count }
             print(String(format: "trained %@ on %d sequences (%d interactions) in %.2f s -> %@",

@@ -2,10 +2,13 @@
 (a Kafka-protocol broker) started by ops/broker.sh, with confluent-kafka as the test client."""
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -163,6 +166,20 @@ class Service:
 
     def log_text(self):
         return self.log.read_text()
+
+    def http(self, path, timeout=30):
+        """GET on the metrics/health endpoint, whose port (0 = any) the service logs."""
+        deadline = time.time() + timeout
+        while True:
+            match = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", self.log_text())
+            if match:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{match.group(1)}{path}", timeout=5) as r:
+                        return r.status, r.read().decode()
+                except urllib.error.HTTPError as e:
+                    return e.code, e.read().decode()
+            assert time.time() < deadline, "serve never logged its metrics endpoint"
+            time.sleep(0.2)
 
 
 @pytest.fixture

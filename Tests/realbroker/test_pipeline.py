@@ -37,6 +37,16 @@ def test_valid_events_answered_in_order_invalid_dead_lettered(deployment):
     assert len(inputs) == len(records)
     answers = d.read(d.output, lambda ms: len(ms) >= 300, timeout=180)
     dead = d.read(d.dlq, lambda ms: len(ms) >= invalid_count, timeout=60)
+    status, health = service.http("/healthz")
+    assert status == 200 and health.strip() == "ok", health
+    status, metrics = service.http("/metrics")
+    assert status == 200
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if line and not line.startswith("#")}
+    assert values["streamrec_events_in_total"] == len(records)
+    assert values["streamrec_recommendations_out_total"] == 300
+    assert sum(v for k, v in values.items() if k.startswith("streamrec_events_dlq_total")) == invalid_count
+    assert values.get('streamrec_events_dlq_total{code="malformed-json"}', 0) > 0
+    assert any(k.startswith("streamrec_end_to_end_latency_seconds_bucket") for k in values)
     service.terminate()
 
     assert len(answers) == 300, f"{len(answers)} answers for 300 valid events"
