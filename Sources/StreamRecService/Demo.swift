@@ -57,12 +57,13 @@ public enum Demo {
         let cluster = try MockCluster(brokers: 3)
         defer { cluster.shutdown() }
         for topic in topology.topics {
-            try cluster.createTopic(topic.name, partitions: topic.partitions, replication: min(topic.replication, 3))
+            // Replicas inside one process protect nothing and slow acks=all down.
+            try cluster.createTopic(topic.name, partitions: topic.partitions, replication: 1)
         }
         let input = topology.topic(role: "input")?.name ?? "interactions"
         let output = topology.topic(role: "output")?.name ?? "recommendations"
         let dlq = topology.topic(role: "dlq")?.name ?? "interactions.dlq"
-        say("embedded Kafka (librdkafka mock cluster, 3 brokers) at \(cluster.bootstrapServers); topics: \(topology.topics.map { "\($0.name)(\($0.partitions))" }.joined(separator: ", "))")
+        say("embedded Kafka (librdkafka mock cluster, 3 brokers, replication 1) at \(cluster.bootstrapServers); topics: \(topology.topics.map { "\($0.name)(\($0.partitions))" }.joined(separator: ", "))")
 
         // 2. Synthetic clickstream; train on each user's first part.
         var gen = SyntheticClickstreamConfig()
