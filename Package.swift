@@ -30,8 +30,10 @@ let package = Package(
         .target(name: "StreamRecKafka", dependencies: ["CRdKafka"]),
         // LevelDB: key-value store, per-user sessions, item vocabulary, partition offsets.
         .target(name: "StreamRecStorage", dependencies: ["CLevelDB"]),
+        // The numeric core: tensors, a reverse-mode tape, fused kernels, optimizers. OpenBLAS only.
+        .target(name: "StreamRecNumerics", dependencies: ["COpenBLAS"]),
         // Recommenders, datasets and offline evaluation. No Kafka, no LevelDB.
-        .target(name: "StreamRecModels", dependencies: ["COpenBLAS"]),
+        .target(name: "StreamRecModels", dependencies: ["COpenBLAS", "StreamRecNumerics"]),
         // The live pipeline: events, config, micro-batch processing, service, metrics, demo.
         .target(name: "StreamRecService", dependencies: [
             "StreamRecKafka", "StreamRecStorage", "StreamRecModels",
@@ -52,7 +54,8 @@ let package = Package(
         ]),
 
         .testTarget(name: "StreamRecStorageTests", dependencies: ["StreamRecStorage"]),
-        .testTarget(name: "StreamRecModelsTests", dependencies: ["StreamRecModels"]),
+        .testTarget(name: "StreamRecNumericsTests", dependencies: ["StreamRecNumerics"]),
+        .testTarget(name: "StreamRecModelsTests", dependencies: ["StreamRecModels", "StreamRecNumerics"]),
         .testTarget(name: "StreamRecServiceTests", dependencies: [
             "StreamRecService", "StreamRecKafka", "StreamRecStorage", "StreamRecModels",
             .product(name: "Logging", package: "swift-log"),

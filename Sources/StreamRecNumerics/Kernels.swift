@@ -1,0 +1,186 @@
+// Pointer-level kernels, forward and backward, shared by the tape ops (Ops.swift) and by
+// inference paths that run without a tape (incremental serving, the text encoder).
+// Conventions: row-major, `rows` x `dim` unless stated; backward kernels ACCUMULATE into
+// gradient buffers (+=), as several consumers may feed one tensor.
+import Foundation
+
+public enum Kernels {
+    // MARK: - exp
+
+    /// e^x for 8 lanes: Cody-Waite range reduction and a degree-6 polynomial (relative error
+    /// ~2e-7 over the float range), so a softmax over 100k logits is not bound by libm.
+    @inline(__always)
+    public static func exp8(_ input: SIMD8<Float>) -> SIMD8<Float> {
+        var x = input.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.3))
+        let fx = (x * 1.442_695_04 + 0.5).rounded(.down)
+        x = x - fx * 0.693_359_375
+        x = x + fx * 2.121_944_4e-4
+        let z = x * x
+        var y = SIMD8<Float>(repeating: 1.987_569_15e-4)
+        y = y * x + 1.398_199_950_7e-3
+        y = y * x + 8.333_451_907_3e-3
+        y = y * x + 4.166_579_589_4e-2
+        y = y * x + 1.666_666_545_9e-1
+        y = y * x + 5.000_000_120_1e-1
+        y = y * z + x + 1
+        let n = SIMD8<Int32>(truncatingIfNeeded: SIMD8<Int32>(fx, rounding: .towardZero) &+ 127)
+        let scale = unsafeBitCast(n &<< 23, to: SIMD8<Float>.self)
+        return y * scale
+    }
+
+    /// In place: x[i] = exp(x[i] - shift); returns the sum.
+    @inline(__always)
+    public static func expShiftSum(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
+        var i = 0
+        var acc = SIMD8<Float>(repeating: 0)
+        let s = SIMD8<Float>(repeating: shift)
+        while i + 8 <= n {
+            let raw = UnsafeMutableRawPointer(x + i)
+            let v = exp8(raw.loadUnaligned(as: SIMD8<Float>.self) - s)
+            raw.storeBytes(of: v, as: SIMD8<Float>.self)
+            acc += v
+            i += 8
+        }
+        var sum = acc.sum()
+        while i < n { let v = Foundation.exp(x[i] - shift); x[i] = v; sum += v; i += 1 }
+        return sum
+    }
+
+    @inline(__always)
+    public static func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        var i = 0
+        var m8 = SIMD8<Float>(repeating: -.infinity)
+        while i + 8 <= n {
+            m8 = pointwiseMax(m8, UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
+            i += 8
+        }
+        var m = m8.max()
+        while i < n { m = Swift.max(m, x[i]); i += 1 }
+        return m
+    }
+
+    /// Row softmax in place; -infinity entries (masks) become 0.
+    @inline(__always)
+    public static func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+        let m = maximum(x, n)
+        guard m > -.infinity else { x.update(repeating: 0, count: n); return }
+        let inv = 1 / expShiftSum(x, n, shift: m)
+        for i in 0..<n { x[i] *= inv }
+    }
+
+    // MARK: - layer norm
+
+    /// out = (x - mean) / sqrt(var + eps) * gamma + beta per row; saves mean and 1/std per row.
+    public static func layerNormForward(_ x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+                                        out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>?,
+                                        rstd: UnsafeMutablePointer<Float>?, rows: Int, dim: Int, eps: Float) {
+        for r in 0..<rows {
+            let xr = x + r * dim, or = out + r * dim
+            var m: Float = 0
+            for i in 0..<dim { m += xr[i] }
+            m /= Float(dim)
+            var v: Float = 0
+            for i in 0..<dim { let d = xr[i] - m; v += d * d }
+            v /= Float(dim)
+            let s = 1 / (v + eps).squareRoot()
+            for i in 0..<dim { or[i] = (xr[i] - m) * s * gamma[i] + beta[i] }
+            mean?[r] = m
+            rstd?[r] = s
+        }
+    }
+
+    public static func layerNormBackward(dout: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
+                                         rstd: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
+                                         dx: UnsafeMutablePointer<Float>?, dgamma: UnsafeMutablePointer<Float>?,
+                                         dbeta: UnsafeMutablePointer<Float>?, rows: Int, dim: Int) {
+        for r in 0..<rows {
+            let xr = x + r * dim, dr = dout + r * dim
+            let m = mean[r], s = rstd[r]
+            // dnorm = dout * gamma; dx = s * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat))
+            var sumD: Float = 0, sumDX: Float = 0
+            for i in 0..<dim {
+                let xhat = (xr[i] - m) * s
+                let dn = dr[i] * gamma[i]
+                sumD += dn
+                sumDX += dn * xhat
+                dgamma?[i] += dr[i] * xhat
+                dbeta?[i] += dr[i]
+            }
+            guard let dx else { continue }
+            let meanD = sumD / Float(dim), meanDX = sumDX / Float(dim)
+            let dxr = dx + r * dim
+            for i in 0..<dim {
+                let xhat = (xr[i] - m) * s
+                dxr[i] += s * (dr[i] * gamma[i] - meanD - xhat * meanDX)
+            }
+        }
+    }
+
+    // MARK: - activations
+
+    /// GELU, exact (erf) form, as BERT and PyTorch's default.
+    @inline(__always)
+    public static func gelu(_ x: Float) -> Float { 0.5 * x * (1 + erf(x * 0.707_106_781_186_547_5)) }
+
+    @inline(__always)
+    public static func geluGrad(_ x: Float) -> Float {
+        let cdf = 0.5 * (1 + erf(x * 0.707_106_781_186_547_5))
+        let pdf = exp(-0.5 * x * x) * 0.398_942_280_401_432_7
+        return cdf + x * pdf
+    }
+
+    @inline(__always)
+    public static func silu(_ x: Float) -> Float { x / (1 + exp(-x)) }
+
+    @inline(__always)
+    public static func siluGrad(_ x: Float) -> Float {
+        let s = 1 / (1 + exp(-x))
+        return s * (1 + x * (1 - s))
+    }
+
+    // MARK: - attention
+
+    /// One head of scaled dot-product attention for one sequence.
+    ///   q [lq, dh] (row stride ldq), k and v [lk, dh] (strides ldk, ldv), out [lq, dh] (ldo)
+    ///   probs [lq, lk] contiguous: the softmax, kept for backward
+    /// causal: query i sees keys j <= i + (lk - lq) (queries are the last lq positions).
+    public static func attentionForward(q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
+                                        v: UnsafePointer<Float>, ldv: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
+                                        probs: UnsafeMutablePointer<Float>, lq: Int, lk: Int, dh: Int, causal: Bool) {
+        let scale = 1 / Float(dh).squareRoot()
+        BLAS.gemm(transB: true, m: lq, n: lk, k: dh, alpha: scale, a: q, lda: ldq, b: k, ldb: ldk, c: probs, ldc: lk)
+        let shift = lk - lq
+        for i in 0..<lq {
+            let row = probs + i * lk
+            if causal {
+                let visible = min(lk, i + shift + 1)
+                if visible < lk { (row + visible).update(repeating: -.infinity, count: lk - visible) }
+            }
+            softmaxRow(row, lk)
+        }
+        BLAS.gemm(m: lq, n: dh, k: lk, a: probs, lda: lk, b: v, ldb: ldv, c: out, ldc: ldo)
+    }
+
+    /// Backward of attentionForward; accumulates into dq, dk, dv. `scratch` holds lq*lk floats.
+    public static func attentionBackward(dout: UnsafePointer<Float>, lddo: Int, q: UnsafePointer<Float>, ldq: Int,
+                                         k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
+                                         probs: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>?, lddq: Int,
+                                         dk: UnsafeMutablePointer<Float>?, lddk: Int, dv: UnsafeMutablePointer<Float>?, lddv: Int,
+                                         scratch: UnsafeMutablePointer<Float>, lq: Int, lk: Int, dh: Int) {
+        let scale = 1 / Float(dh).squareRoot()
+        // dV += P^T dO
+        if let dv { BLAS.gemm(transA: true, m: lk, n: dh, k: lq, a: probs, lda: lk, b: dout, ldb: lddo, beta: 1, c: dv, ldc: lddv) }
+        // dP = dO V^T, then dS = P * (dP - rowsum(P * dP)) * scale
+        let ds = scratch
+        BLAS.gemm(transB: true, m: lq, n: lk, k: dh, a: dout, lda: lddo, b: v, ldb: ldv, c: ds, ldc: lk)
+        for i in 0..<lq {
+            let p = probs + i * lk, d = ds + i * lk
+            var dot: Float = 0
+            for j in 0..<lk { dot += p[j] * d[j] }
+            for j in 0..<lk { d[j] = p[j] * (d[j] - dot) * scale }
+        }
+        // dQ += dS K, dK += dS^T Q
+        if let dq { BLAS.gemm(m: lq, n: dh, k: lk, a: ds, lda: lk, b: k, ldb: ldk, beta: 1, c: dq, ldc: lddq) }
+        if let dk { BLAS.gemm(transA: true, m: lk, n: dh, k: lq, a: ds, lda: lk, b: q, ldb: ldq, beta: 1, c: dk, ldc: lddk) }
+    }
+}
