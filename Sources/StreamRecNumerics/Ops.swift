@@ -371,8 +371,8 @@ extension Tape {
         let out = output([1], h, table)
         guard counted > 0 else { return out }
         let norm = 1 / Float(counted)
+        // The negatives' rows, gathered once; backward needs them too, so it owns the buffer then.
         let negTable = UnsafeMutablePointer<Float>.allocate(capacity: max(1, negatives.count * d))
-        defer { negTable.deallocate() }
         for (j, id) in negatives.enumerated() { (negTable + j * d).update(from: table.data + Int(id) * d, count: d) }
         // logits [n, m]: column 0 the target, then the negatives.
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: n * m)
@@ -393,9 +393,10 @@ extension Tape {
             row[0] -= norm
         }
         out.data[0] = Float(loss / Double(counted))
-        guard out.requiresGrad else { return out }
+        guard out.requiresGrad else { negTable.deallocate(); return out }
         let grads = Array(UnsafeBufferPointer(start: logits, count: n * m))
         record {
+            defer { negTable.deallocate() }
             let g = out.grad[0]
             grads.withUnsafeBufferPointer { gl in
                 let gl = gl.baseAddress!

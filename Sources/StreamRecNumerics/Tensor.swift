@@ -59,6 +59,12 @@ public final class Tensor: @unchecked Sendable {
 
     public var hasGrad: Bool { gradBuffer != nil }
 
+    public func zeroGrad() { gradBuffer?.update(repeating: 0, count: max(count, 1)) }
+
+    /// The first element (a scalar's value). Read through this, not `data[0]`, on a temporary:
+    /// `data` does not keep the tensor, and so its buffer, alive.
+    public var item: Float { data[0] }
+
     public var values: [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
     public var gradValues: [Float] { gradBuffer.map { Array(UnsafeBufferPointer(start: $0, count: count)) } ?? [] }
 
