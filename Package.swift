@@ -47,7 +47,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "streamrec", dependencies: [
-            "StreamRecService", "StreamRecModels", "StreamRecStorage", "StreamRecKafka",
+            "StreamRecService", "StreamRecModels", "StreamRecStorage", "StreamRecKafka", "StreamRecNumerics",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

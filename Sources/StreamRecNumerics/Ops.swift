@@ -302,7 +302,7 @@ extension Tape {
     /// h [n, d], table [V, d], targets[i] in 0..<V, or -1 to skip row i. The gradients are
     /// computed during the forward pass (the loss is always the last node) and applied, scaled
     /// by the upstream gradient, by backward.
-    public func softmaxCrossEntropy(_ h: Tensor, table: Tensor, targets: [Int32], block: Int = 64) -> Tensor {
+    public func softmaxCrossEntropy(_ h: Tensor, table: Tensor, targets: [Int32], block: Int = Tape.crossEntropyBlock) -> Tensor {
         let n = h.rows, d = h.cols, vocab = table.rows
         precondition(targets.count == n && table.cols == d, "softmaxCrossEntropy: shapes \(h.shape) \(table.shape) targets \(targets.count)")
         let counted = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
@@ -463,4 +463,10 @@ extension Tape {
         }
         return out
     }
+}
+
+extension Tape {
+    /// Rows per logits block in softmaxCrossEntropy. Measured at ML-1M shapes (V = 3,706, d = 64):
+    /// 64 rows 136 seq/s, 128 rows 206, 256 rows 197 (the dTable product needs a deep k).
+    public static let crossEntropyBlock = 128
 }

@@ -1,0 +1,46 @@
+// Speed measurements at the shapes of the PyTorch peer (../shared/peers/pytorch_peer.py), on
+// synthetic ids: the numbers `streamrec bench` prints beside the peer's.
+import Foundation
+import StreamRecNumerics
+
+public struct Timing: Sendable, Codable {
+    public var p50Ms: Double
+    public var p99Ms: Double
+    public var minMs: Double
+
+    public static func measure(_ runs: Int, warmup: Int = 3, _ body: () -> Void) -> Timing {
+        for _ in 0..<warmup { body() }
+        var times: [Double] = []
+        for _ in 0..<max(1, runs) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            body()
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+        }
+        times.sort()
+        return Timing(p50Ms: times[times.count / 2], p99Ms: times[min(times.count - 1, Int(Double(times.count) * 0.99))], minMs: times[0])
+    }
+}
+
+public enum SASRecBenchmark {
+    /// ML-1M shapes: 3,706 items, d=64, L=200, 2 blocks, 1 head, batch 128 of full-length sequences.
+    public static func model(items: Int = 3706, length: Int = 200, loss: SASRecConfig.Loss = .crossEntropy) -> SASRec {
+        var config = SASRecConfig()
+        config.maxLength = length
+        config.loss = loss
+        return SASRec(config: config, items: (0..<items).map { "i\($0)" })
+    }
+
+    public static func randomSequences(_ count: Int, length: Int, items: Int, seed: UInt64) -> [[Int32]] {
+        var rng = RandomSource(seed: seed)
+        return (0..<count).map { _ in (0..<length).map { _ in Int32(rng.below(items)) } }
+    }
+
+    /// Training sequences/s (p50 step) with batch `batch` of length L+1 sequences (L inputs).
+    public static func training(loss: SASRecConfig.Loss, batch: Int = 128, steps: Int = 10) -> (seqPerSecond: Double, timing: Timing) {
+        let m = model(loss: loss)
+        let trainer = SASRecTrainer(model: m)
+        let data = randomSequences(batch, length: m.config.maxLength + 1, items: m.items.count, seed: 1)
+        let t = Timing.measure(steps, warmup: 2) { trainer.step(data, lr: 1e-3) }
+        return (Double(batch) / (t.p50Ms / 1000), t)
+    }
+}

@@ -1,0 +1,248 @@
+// SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018), pre-LN as in
+// the authors' reference code, with tied input/output item embeddings.
+//
+// Shape legend
+//   V  items (model rows)         d  width (64)          H  heads (1)
+//   L  max positions (200/50)     f  FFN width (= d, as in the paper)
+//   B  sequences in a batch       T  positions in a packed batch (sum of lengths, no padding)
+//
+// Forward, for a packed batch of windows (each window's positions count from 0):
+//   x   [T,d]  = E[item] * sqrt(d) + P[pos]           -> dropout
+//   per block: x += dropout(Attn(LN1(x) Wqkv + bqkv) Wo + bo)          causal, per sequence
+//              x += dropout(relu(LN2(x) W1 + b1) -> dropout -> W2 + b2)
+//   h   [T,d]  = LNf(x)
+//   scores     = h E^T  [T,V]  (training: fused into the loss, never materialised)
+//
+// Parameters: one contiguous buffer, in the order of `parameterSpecs` (the snapshot's tensors).
+//
+// Position scheme: LEFT-aligned. A session's first item in the window is position 0, so an
+// arriving item takes the next position and nothing already computed moves (the incremental
+// path caches each layer's keys and values). A window holds at most L items; see
+// SASRecServing.swift for what happens when a session outgrows it.
+import Foundation
+import StreamRecNumerics
+
+public struct SASRecConfig: Sendable, Equatable, Codable {
+    public enum Loss: String, Sendable, Codable, CaseIterable {
+        /// Full softmax cross-entropy over all items (Klenitskiy & Vasilev 2023): the default.
+        case crossEntropy = "ce"
+        /// The paper's binary cross-entropy with one sampled negative per position.
+        case binary = "bce"
+        /// Softmax over the target and `negatives` shared sampled items.
+        case sampledSoftmax = "sampled"
+    }
+
+    /// d
+    public var width = 64
+    public var blocks = 2
+    public var heads = 1
+    /// f; 0 means "same as width" (the paper's point-wise FFN).
+    public var ffnWidth = 0
+    /// L: 200 for ML-1M, 50 for Beauty (the paper's settings).
+    public var maxLength = 200
+    public var dropout: Float = 0.2
+    public var loss: Loss = .crossEntropy
+    /// Shared negatives per batch for sampledSoftmax.
+    public var negatives = 256
+    public var learningRate: Float = 1e-3
+    public var weightDecay: Float = 0
+    public var batchSize = 128
+    public var epochs = 200
+    /// Validate every this many epochs; stop after `patience` validations without improvement.
+    public var evalEvery = 5
+    public var patience = 4
+    /// Global gradient-norm clip; 0 disables.
+    public var clipNorm: Float = 0
+    public var seed: UInt64 = 42
+
+    public init() {}
+
+    var ffn: Int { ffnWidth > 0 ? ffnWidth : width }
+
+    /// What a snapshot records (architecture and training settings).
+    public var hyperParameters: [String: String] {
+        ["width": "\(width)", "blocks": "\(blocks)", "heads": "\(heads)", "ffn_width": "\(ffn)", "max_length": "\(maxLength)",
+         "dropout": "\(dropout)", "loss": loss.rawValue, "negatives": "\(negatives)", "learning_rate": "\(learningRate)",
+         "weight_decay": "\(weightDecay)", "batch_size": "\(batchSize)", "epochs": "\(epochs)", "seed": "\(seed)"]
+    }
+
+    init(hyperParameters p: [String: String], path: String) throws {
+        func int(_ key: String) throws -> Int {
+            guard let text = p[key], let value = Int(text), value > 0 else {
+                throw ModelError(.badSnapshot, "snapshot \(path): hyper-parameter '\(key)' is missing or not a positive integer (\(p[key] ?? "absent")); retrain the model")
+            }
+            return value
+        }
+        self.init()
+        width = try int("width"); blocks = try int("blocks"); heads = try int("heads")
+        ffnWidth = try int("ffn_width"); maxLength = try int("max_length")
+        guard width % heads == 0 else {
+            throw ModelError(.badSnapshot, "snapshot \(path): width \(width) is not a multiple of heads \(heads); retrain the model")
+        }
+        dropout = Float(p["dropout"] ?? "") ?? 0
+        loss = Loss(rawValue: p["loss"] ?? "") ?? .crossEntropy
+    }
+}
+
+public final class SASRec: @unchecked Sendable {
+    public static let kind = "sasrec"
+
+    public let config: SASRecConfig
+    /// Model row i is the external item id items[i].
+    public let items: [String]
+    public let store: ParameterStore
+    public var version: String = ""
+    public var training = SnapshotManifest.TrainingSummary(users: 0, items: 0, interactions: 0, source: "")
+    public var metrics: [String: Double] = [:]
+
+    public static func parameterSpecs(_ c: SASRecConfig, items: Int) -> [(name: String, shape: [Int])] {
+        let d = c.width, f = c.ffn
+        var specs: [(name: String, shape: [Int])] = [("item_embedding", [items, d]), ("position_embedding", [c.maxLength, d])]
+        for b in 0..<c.blocks {
+            specs += [("block\(b).ln1.gamma", [d]), ("block\(b).ln1.beta", [d]),
+                      ("block\(b).qkv.weight", [d, 3 * d]), ("block\(b).qkv.bias", [3 * d]),
+                      ("block\(b).out.weight", [d, d]), ("block\(b).out.bias", [d]),
+                      ("block\(b).ln2.gamma", [d]), ("block\(b).ln2.beta", [d]),
+                      ("block\(b).ffn1.weight", [d, f]), ("block\(b).ffn1.bias", [f]),
+                      ("block\(b).ffn2.weight", [f, d]), ("block\(b).ffn2.bias", [d])]
+        }
+        specs += [("final_ln.gamma", [d]), ("final_ln.beta", [d])]
+        return specs
+    }
+
+    /// A freshly initialised model: Xavier-normal weights and embeddings, unit LN gains, zero biases.
+    public init(config: SASRecConfig, items: [String]) {
+        self.config = config
+        self.items = items
+        store = ParameterStore(Self.parameterSpecs(config, items: items.count))
+        var rng = RandomSource(seed: config.seed)
+        for entry in store.entries {
+            if entry.name.hasSuffix(".gamma") {
+                store.fill(entry.name, 1)
+            } else if entry.shape.count == 2 {
+                let std = (2 / Float(entry.shape[0] + entry.shape[1])).squareRoot()
+                store.initialize(entry.name, normalStd: std, rng: &rng)
+            }
+        }
+    }
+
+    private func p(_ name: String) -> Tensor { store[name] }
+
+    // MARK: - forward
+
+    /// Final hidden states [T, d] of a packed batch. `ids` are model rows, `layout` the windows.
+    /// `keysAndValues`, if given, receives each block's qkv projection [T, 3d] (for caches).
+    public func hidden(_ tape: Tape, ids: [Int32], layout: SequenceLayout,
+                       keysAndValues: ((Int, Tensor) -> Void)? = nil) -> Tensor {
+        let c = config
+        var positions = [Int32](repeating: 0, count: layout.total)
+        for s in 0..<layout.count {
+            for i in 0..<layout.lengths[s] { positions[layout.offsets[s] + i] = Int32(i) }
+        }
+        let embedded = tape.scale(tape.gather(p("item_embedding"), ids), Float(c.width).squareRoot())
+        var x = tape.dropout(tape.add(embedded, tape.gather(p("position_embedding"), positions)), c.dropout)
+        for b in 0..<c.blocks {
+            let qkv = tape.linear(tape.layerNorm(x, p("block\(b).ln1.gamma"), p("block\(b).ln1.beta")),
+                                  p("block\(b).qkv.weight"), p("block\(b).qkv.bias"))
+            keysAndValues?(b, qkv)
+            let attended = tape.selfAttention(qkv, layout: layout, heads: c.heads, causal: true)
+            x = tape.add(x, tape.dropout(tape.linear(attended, p("block\(b).out.weight"), p("block\(b).out.bias")), c.dropout))
+            let inner = tape.relu(tape.linear(tape.layerNorm(x, p("block\(b).ln2.gamma"), p("block\(b).ln2.beta")),
+                                              p("block\(b).ffn1.weight"), p("block\(b).ffn1.bias")))
+            x = tape.add(x, tape.dropout(tape.linear(tape.dropout(inner, c.dropout), p("block\(b).ffn2.weight"), p("block\(b).ffn2.bias")), c.dropout))
+        }
+        return tape.layerNorm(x, p("final_ln.gamma"), p("final_ln.beta"))
+    }
+
+    /// The window the model reads for a history: its last L items (rows), positions from 0.
+    public func window(_ history: [Int32]) -> ArraySlice<Int32> { history.suffix(config.maxLength) }
+
+    /// Last-position hidden states [B, d] of the histories' windows (empty histories give the
+    /// hidden state of... nothing: their rows are zero and score every item 0).
+    public func lastHidden(_ histories: [[Int32]]) -> (hidden: [Float], present: [Bool]) {
+        let d = config.width
+        var ids: [Int32] = []
+        var lengths: [Int] = []
+        for history in histories {
+            let w = window(history)
+            ids.append(contentsOf: w)
+            lengths.append(w.count)
+        }
+        var out = [Float](repeating: 0, count: histories.count * d)
+        let present = lengths.map { $0 > 0 }
+        guard !ids.isEmpty else { return (out, present) }
+        let layout = SequenceLayout(lengths: lengths.filter { $0 > 0 })
+        let tape = Tape(recording: false, training: false)
+        let h = hidden(tape, ids: ids, layout: layout)
+        var packed = 0
+        for (i, length) in lengths.enumerated() where length > 0 {
+            let row = layout.offsets[packed] + length - 1
+            for j in 0..<d { out[i * d + j] = h.data[row * d + j] }
+            packed += 1
+        }
+        withExtendedLifetime(h) {}
+        return (out, present)
+    }
+
+    /// scores[B, V] = hidden[B, d] E^T, rows split over the cores.
+    public func scores(hidden: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>) {
+        let d = config.width, v = items.count
+        let table = store["item_embedding"].data
+        if count == 1 {
+            BLAS.gemv(m: v, n: d, a: table, lda: d, x: hidden, y: out)
+        } else {
+            Parallel.gemm(transB: true, m: count, n: v, k: d, a: hidden, lda: d, b: table, ldb: d, c: out, ldc: v)
+        }
+    }
+
+    // MARK: - snapshots
+
+    public func snapshotWriter() throws -> SnapshotWriter {
+        var writer = SnapshotWriter(kind: Self.kind, items: items, hyperParameters: config.hyperParameters,
+                                    training: training, metrics: metrics.filter { $0.value.isFinite })
+        for entry in store.entries { try writer.add(entry.name, floats: store.floats(entry.name), shape: entry.shape) }
+        return writer
+    }
+
+    public func save(to path: String) throws {
+        let writer = try snapshotWriter()
+        try writer.write(to: path)
+        version = writer.contentVersion
+    }
+
+    public static func load(path: String) throws -> SASRec { try load(try Snapshot.read(path: path)) }
+
+    /// Verifies kind, hyper-parameters, every tensor's name and shape, and that every weight is
+    /// finite (a NaN would rank garbage silently), then builds the model.
+    public static func load(_ snapshot: Snapshot) throws -> SASRec {
+        let manifest = snapshot.manifest
+        guard manifest.kind == kind else {
+            throw ModelError(.badSnapshot, "snapshot \(snapshot.path): holds a '\(manifest.kind)' model, not a '\(kind)' model; pass a SASRec snapshot or the matching --model")
+        }
+        let config = try SASRecConfig(hyperParameters: manifest.hyperParameters, path: snapshot.path)
+        guard !manifest.items.isEmpty, Set(manifest.items).count == manifest.items.count else {
+            throw ModelError(.badSnapshot, "snapshot \(snapshot.path): the item vocabulary is empty or lists an item twice; retrain the model")
+        }
+        let model = SASRec(config: config, items: manifest.items)
+        for entry in model.store.entries {
+            let values = try snapshot.floats(entry.name, shape: entry.shape)
+            guard values.allSatisfy({ $0.isFinite }) else {
+                throw ModelError(.badSnapshot, "snapshot \(snapshot.path): tensor '\(entry.name)' holds NaN or infinite weights; retrain the model (lower the learning rate or set a gradient clip)")
+            }
+            model.store.load(entry.name, values)
+        }
+        model.version = manifest.modelVersion
+        model.training = manifest.training
+        model.metrics = manifest.metrics
+        return model
+    }
+}
+
+extension SASRec: CatalogScorer {
+    public func scoreAll(histories: [[Int32]], into out: UnsafeMutablePointer<Float>) {
+        let (hidden, present) = lastHidden(histories)
+        hidden.withUnsafeBufferPointer { scores(hidden: $0.baseAddress!, count: histories.count, into: out) }
+        let v = items.count
+        for (i, ok) in present.enumerated() where !ok { (out + i * v).update(repeating: 0, count: v) }
+    }
+}
