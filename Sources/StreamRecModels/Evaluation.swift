@@ -295,20 +295,18 @@ public struct FullRankingEvaluator: Sendable {
     }
 
     /// Items ranked above `target` (higher score, or equal score and smaller row), and how many
-    /// of them are in `excluded`.
+    /// of them are in `excluded`. The excluded rows are checked separately: a set lookup per
+    /// outranking item would dominate the time when targets rank low in a large catalogue.
     static func beaters(of target: Int, in scores: UnsafeBufferPointer<Float>, excluded: Set<Int32>) -> (Int, Int) {
         let raw = scores[target]
         let targetScore = raw.isNaN ? -Float.infinity : raw
-        var above = 0
-        var excludedAbove = 0
-        for row in scores.indices {
+        func outranks(_ row: Int) -> Bool {
             let score = scores[row]
-            if score > targetScore || (score == targetScore && row < target) {
-                above += 1
-                if excluded.contains(Int32(row)) { excludedAbove += 1 }
-            }
+            return score > targetScore || (score == targetScore && row < target)
         }
-        return (above, excludedAbove)
+        var above = 0
+        for row in scores.indices where outranks(row) { above += 1 }
+        return (above, excluded.filter { outranks(Int($0)) }.count)
     }
 }
 
