@@ -161,9 +161,7 @@ public struct FullRankingEvaluator: Sendable {
     public func rank(scorer: any CatalogScorer, cases: [EvaluationCase]) -> [RankedCase] {
         let items = scorer.items
         let itemCount = items.count
-        var rowOf: [String: Int32] = [:]
-        rowOf.reserveCapacity(itemCount)
-        for (row, item) in items.enumerated() where rowOf[item] == nil { rowOf[item] = Int32(row) }
+        let rowOf = Dictionary(items.enumerated().map { ($0.element, Int32($0.offset)) }, uniquingKeysWith: { first, _ in first })
         let listLength = Self.cutoffs.max() ?? 0
 
         guard itemCount > 0 else {
@@ -181,24 +179,38 @@ public struct FullRankingEvaluator: Sendable {
             let histories = batch.map { $0.history.compactMap { rowOf[$0] } }
             buffer.update(repeating: 0, count: batch.count * itemCount)
             scorer.scoreAll(histories: histories, into: buffer)
-            for (offset, testCase) in batch.enumerated() {
-                let scores = UnsafeBufferPointer(start: buffer + offset * itemCount, count: itemCount)
-                let target = rowOf[testCase.target]
-                var excluded = Set(histories[offset])
-                if let target { excluded.remove(target) }
-                var outcome = RankedCase(historyLength: testCase.history.count, rankAll: nil, rankHistoryExcluded: nil,
-                                         topAll: Self.top(scores, k: listLength, excluding: []),
-                                         topHistoryExcluded: Self.top(scores, k: listLength, excluding: excluded))
-                if let target {
-                    let (beaters, excludedBeaters) = Self.beaters(of: Int(target), in: scores, excluded: excluded)
-                    outcome.rankAll = 1 + beaters
-                    outcome.rankHistoryExcluded = 1 + beaters - excludedBeaters
+            // Rows of a batch are independent: rank them on both cores, each into its own slot.
+            let scoreRows = DisjointRows(base: buffer)
+            let outcomes = [RankedCase](unsafeUninitializedCapacity: batch.count) { slots, initialized in
+                let outcomeSlots = DisjointRows(base: slots.baseAddress!)
+                DispatchQueue.concurrentPerform(iterations: batch.count) { offset in
+                    let testCase = batch[batch.startIndex + offset]
+                    let scores = UnsafeBufferPointer(start: scoreRows.base + offset * itemCount, count: itemCount)
+                    (outcomeSlots.base + offset).initialize(to: Self.rankCase(testCase, history: histories[offset], target: rowOf[testCase.target],
+                                                                 scores: scores, listLength: listLength))
                 }
-                ranked.append(outcome)
+                initialized = batch.count
             }
+            ranked.append(contentsOf: outcomes)
             start = batch.endIndex
         }
         return ranked
+    }
+
+    /// One case under both protocols; `history` holds the model rows of its known items.
+    static func rankCase(_ testCase: EvaluationCase, history: [Int32], target: Int32?,
+                         scores: UnsafeBufferPointer<Float>, listLength: Int) -> RankedCase {
+        var excluded = Set(history)
+        if let target { excluded.remove(target) }
+        var outcome = RankedCase(historyLength: testCase.history.count, rankAll: nil, rankHistoryExcluded: nil,
+                                 topAll: top(scores, k: listLength, excluding: []),
+                                 topHistoryExcluded: top(scores, k: listLength, excluding: excluded))
+        if let target {
+            let (above, excludedAbove) = beaters(of: Int(target), in: scores, excluded: excluded)
+            outcome.rankAll = 1 + above
+            outcome.rankHistoryExcluded = 1 + above - excludedAbove
+        }
+        return outcome
     }
 
     /// Ranks the cases and builds the report. `trainingSequences` give the popularity behind
@@ -308,6 +320,12 @@ public struct FullRankingEvaluator: Sendable {
         for row in scores.indices where outranks(row) { above += 1 }
         return (above, excluded.filter { outranks(Int($0)) }.count)
     }
+}
+
+/// A buffer shared by the iterations of one concurrentPerform, each of which reads or writes only
+/// its own row: that disjointness is what makes handing the pointer across threads safe.
+private struct DisjointRows<Element>: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Element>
 }
 
 /// Everything one evaluation measured, ready for a table or JSON.

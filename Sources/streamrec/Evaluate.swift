@@ -23,6 +23,14 @@ struct Evaluate: AsyncParsableCommand {
             throw ValidationError("pass either --snapshot PATH or --model \(PopularityScorer.kind)")
         }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
+        // Checked before the evaluation runs, so a typo does not cost a whole run.
+        if let json {
+            let directory = URL(fileURLWithPath: json).deletingLastPathComponent().path
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("--json \(json): the directory \(directory) does not exist")
+            }
+        }
     }
 
     func run() async throws {
