@@ -177,6 +177,7 @@ public struct FullRankingEvaluator: Sendable {
         while start < cases.count {
             let batch = cases[start..<min(start + batchSize, cases.count)]
             let histories = batch.map { $0.history.compactMap { rowOf[$0] } }
+            // Zeroed first, so a scorer that skips a row cannot leak the previous batch's scores.
             buffer.update(repeating: 0, count: batch.count * itemCount)
             scorer.scoreAll(histories: histories, into: buffer)
             // Rows of a batch are independent: rank them on both cores, each into its own slot.
