@@ -260,6 +260,42 @@ public struct TransitionModel: Sendable {
     }
 }
 
+// MARK: full-catalogue scoring
+
+extension TransitionModel: CatalogScorer {
+    /// The recommender's ranking as dense scores over all rows: each row's transition score from
+    /// the session's latest items, and below every one of them the popularity fill (popularity /
+    /// max popularity, scaled to half the session's lowest transition score, or to 0.5 for a
+    /// session without transitions). Ordered exactly as TransitionRecommender answers, with the
+    /// same tie rule (smaller row first). Two differences of scale, not of order: the fill sits
+    /// under the lowest transition score of the session rather than the lowest one returned, and
+    /// the recency window counts the known rows passed in (callers drop unknown items first).
+    public func scoreAll(histories: [[Int32]], into scores: UnsafeMutablePointer<Float>) {
+        let itemCount = items.count
+        guard itemCount > 0 else { return }
+        let maxPopularity = max(popularRanking.first.map { popularity[Int($0)] } ?? 1, 1)
+        for (index, history) in histories.enumerated() {
+            let row = UnsafeMutableBufferPointer(start: scores + index * itemCount, count: itemCount)
+            row.update(repeating: 0)
+            var recency: Float = 1
+            for item in history.suffix(config.historyItems).reversed() {
+                defer { recency *= config.recencyDecay }
+                guard item >= 0, Int(item) < itemCount else { continue }
+                for entry in Int(successorOffsets[Int(item)])..<Int(successorOffsets[Int(item) + 1]) {
+                    row[Int(successorItems[entry])] += recency * successorWeights[entry]
+                }
+            }
+            // Weights and recencies are positive, so exactly the untouched rows are still 0.
+            var lowest = Float.infinity
+            for score in row where score > 0 { lowest = min(lowest, score) }
+            let ceiling = 0.5 * (lowest.isFinite ? lowest : 1)
+            for r in row.indices where row[r] == 0 {
+                row[r] = ceiling * popularity[r] / maxPopularity
+            }
+        }
+    }
+}
+
 /// A transition model answering in the service's ItemIDs.
 public struct TransitionRecommender: Recommender {
     public let descriptor: ModelDescriptor

@@ -75,7 +75,7 @@ class Deployment:
         seqs = tmp_path / "train.txt"
         seqs.write_text("".join(f"t{u} " + " ".join(f"i{(u + k) % 60}" for k in range(15)) + "\n" for u in range(40)))
         self.snapshot = tmp_path / "model.snap"
-        run_cli("train", "--model", "transition", "--data", str(seqs), "--out", str(self.snapshot))
+        run_cli("train", "--model", "transition", "--data", str(seqs), "--out", str(self.snapshot), "--holdout", "none")
         self.services = []
 
     def serve(self):

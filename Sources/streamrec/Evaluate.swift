@@ -1,0 +1,76 @@
+import ArgumentParser
+import Foundation
+import StreamRecModels
+
+struct Evaluate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Rank each user's held-out item against the whole catalogue and report HR, NDCG, MRR, coverage and serendipity.",
+        discussion: "Leave-one-out: the last item of each user is the test target, the one before it the validation target. Both protocols (all items; history excluded) are reported side by side. See docs/evaluation.md.")
+
+    @OptionGroup var common: CommonOptions
+    @Option(help: "Snapshot to evaluate (its manifest kind picks the model).") var snapshot: String?
+    @Option(help: "Evaluate a baseline built from the training part instead of a snapshot: popularity.") var model: String?
+    @Option(help: "Dataset: a directory with sequences.txt, a sequences .txt, MovieLens ratings.dat, or user,item,timestamp .csv.") var data: String
+    @Option(help: "Which held-out item to rank: test or validation.") var split: EvaluationSplit = .test
+    @Option(help: "Where to write the JSON report (default: beside the snapshot as SNAPSHOT.eval.json; none for a baseline).") var json: String?
+    @Option(help: "Sessions scored per batch.") var batch: Int = 256
+
+    func validate() throws {
+        if let model, model != PopularityScorer.kind {
+            throw ValidationError("unknown baseline '\(model)'; available: \(PopularityScorer.kind) (models with a snapshot are evaluated with --snapshot)")
+        }
+        if (snapshot == nil) == (model == nil) {
+            throw ValidationError("pass either --snapshot PATH or --model \(PopularityScorer.kind)")
+        }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
+        // Checked before the evaluation runs, so a typo does not cost a whole run.
+        if let json {
+            let directory = URL(fileURLWithPath: json).deletingLastPathComponent().path
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("--json \(json): the directory \(directory) does not exist")
+            }
+        }
+    }
+
+    func run() async throws {
+        try await userFacing {
+            let dataset = try SequenceDataset.load(path: data)
+            let leaveOneOut = dataset.leaveOneOut()
+            let cases = leaveOneOut.cases(for: split)
+            guard !cases.isEmpty else {
+                throw ModelError(.badData, "\(data): no user has the 3 or more items leave-one-out needs; nothing to evaluate")
+            }
+            let catalogItems = Set(dataset.sequences.lazy.flatMap(\.items)).count
+
+            let scorer: any CatalogScorer
+            let descriptor: ModelDescriptor
+            if let snapshot {
+                let file = try Snapshot.read(path: snapshot)
+                scorer = try loadScorer(snapshot: file)
+                descriptor = ModelDescriptor(name: file.manifest.kind, version: file.manifest.modelVersion)
+                if !file.manifest.training.source.hasSuffix("(holdout loo)") {
+                    FileHandle.standardError.write(Data("warning: \(snapshot) was not trained with `--holdout loo` (source: \(file.manifest.training.source)); if it saw these targets, the figures are inflated\n".utf8))
+                }
+            } else {
+                scorer = PopularityScorer(sequences: leaveOneOut.train)
+                descriptor = ModelDescriptor(name: PopularityScorer.kind, version: "")
+            }
+
+            let report = FullRankingEvaluator(batchSize: batch).evaluate(
+                scorer: scorer, cases: cases, trainingSequences: leaveOneOut.train, catalogItemCount: catalogItems,
+                model: descriptor, dataset: data, split: split.rawValue)
+            print(report.table())
+
+            guard let output = json ?? snapshot.map({ $0 + ".eval.json" }) else { return }
+            do {
+                try report.json().write(to: URL(fileURLWithPath: output), options: .atomic)
+            } catch {
+                throw ModelError(.badData, "cannot write the report to \(output): \(error.localizedDescription)")
+            }
+            print("report -> \(output)")
+        }
+    }
+}
+
+extension EvaluationSplit: ExpressibleByArgument {}
