@@ -26,14 +26,16 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
+        // Small data structures shared by the storage and model layers.
+        .target(name: "StreamRecCollections"),
         // Kafka client: consumer group member, producer, admin, in-process mock cluster.
         .target(name: "StreamRecKafka", dependencies: ["CRdKafka"]),
         // LevelDB: key-value store, per-user sessions, item vocabulary, partition offsets.
-        .target(name: "StreamRecStorage", dependencies: ["CLevelDB"]),
+        .target(name: "StreamRecStorage", dependencies: ["CLevelDB", "StreamRecCollections"]),
         // The numeric core: tensors, a reverse-mode tape, fused kernels, optimizers. OpenBLAS only.
         .target(name: "StreamRecNumerics", dependencies: ["COpenBLAS"]),
         // Recommenders, datasets and offline evaluation. No Kafka, no LevelDB.
-        .target(name: "StreamRecModels", dependencies: ["COpenBLAS", "StreamRecNumerics"]),
+        .target(name: "StreamRecModels", dependencies: ["COpenBLAS", "StreamRecNumerics", "StreamRecCollections"]),
         // The live pipeline: events, config, micro-batch processing, service, metrics, demo.
         .target(name: "StreamRecService", dependencies: [
             "StreamRecKafka", "StreamRecStorage", "StreamRecModels",
@@ -53,7 +55,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
-        .testTarget(name: "StreamRecStorageTests", dependencies: ["StreamRecStorage"]),
+        .testTarget(name: "StreamRecStorageTests", dependencies: ["StreamRecStorage", "StreamRecCollections"]),
         .testTarget(name: "StreamRecNumericsTests", dependencies: ["StreamRecNumerics"]),
         .testTarget(name: "StreamRecModelsTests", dependencies: ["StreamRecModels", "StreamRecNumerics"]),
         .testTarget(name: "StreamRecServiceTests", dependencies: [

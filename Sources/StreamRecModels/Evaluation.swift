@@ -123,8 +123,9 @@ public struct PopularityScorer: CatalogScorer {
 public func loadScorer(snapshot: Snapshot) throws -> any CatalogScorer {
     switch snapshot.manifest.kind {
     case TransitionModel.kind: return try TransitionModel.load(snapshot)
+    case SASRec.kind: return try SASRec.load(snapshot)
     default:
-        throw ModelError(.unsupported, "snapshot \(snapshot.path): model kind '\(snapshot.manifest.kind)' cannot be evaluated by this build (known: \(TransitionModel.kind))")
+        throw ModelError(.unsupported, "snapshot \(snapshot.path): model kind '\(snapshot.manifest.kind)' cannot be evaluated by this build (known: \(TransitionModel.kind), \(SASRec.kind))")
     }
 }
 

@@ -118,8 +118,9 @@ public final class SASRecTrainer {
     /// Trains up to config.epochs (from where a resumed checkpoint left off), validating every
     /// evalEvery epochs, keeping the best weights and stopping after `patience` validations
     /// without improvement. Writes a checkpoint after every epoch when `checkpoint` is set.
-    public func fit(_ split: EncodedSplit, checkpoint: String? = nil, progress: ((TrainingProgress) -> Void)? = nil,
-                    log: ((String) -> Void)? = nil) throws {
+    /// `progressInterval`: seconds between progress calls (a terminal wants ~0.5, a log file less).
+    public func fit(_ split: EncodedSplit, checkpoint: String? = nil, progressInterval: Double = 0.5,
+                    progress: ((TrainingProgress) -> Void)? = nil, log: ((String) -> Void)? = nil) throws {
         let c = config
         let sequences = split.train.filter { $0.count >= 2 }
         let stepsPerEpoch = (sequences.count + c.batchSize - 1) / c.batchSize
@@ -136,7 +137,7 @@ public final class SASRecTrainer {
                 let batch = order[(s * c.batchSize)..<min(order.count, (s + 1) * c.batchSize)].map { sequences[$0] }
                 lossSum += step(batch, lr: c.learningRate)
                 sequencesSeen += batch.count
-                if let progress, Date().timeIntervalSince(lastReport) > 0.5 || s == stepsPerEpoch - 1 {
+                if let progress, Date().timeIntervalSince(lastReport) > progressInterval || s == stepsPerEpoch - 1 {
                     lastReport = Date()
                     let elapsed = Date().timeIntervalSince(started)
                     let rate = Double(sequencesSeen) / max(elapsed, 1e-9)

@@ -11,6 +11,7 @@
 // Session value, little endian:
 //   UInt8 format (= 1) | Int64 lastSeenMs | UInt32 count | count x (UInt32 item, Int64 timestampMs)
 // Events are stored oldest first. Any value that does not decode exactly throws .corrupt.
+import StreamRecCollections
 
 public struct SessionEvent: Sendable, Equatable, Codable {
     public var item: UInt32

@@ -1,5 +1,5 @@
 import Testing
-@testable import StreamRecStorage
+@testable import StreamRecCollections
 
 @Suite struct LRUCacheTests {
     @Test func evictsTheLeastRecentlyUsed() {

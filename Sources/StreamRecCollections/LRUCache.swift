@@ -1,7 +1,7 @@
 // Fixed-capacity least-recently-used map. Nodes live in one array linked by indices so a
 // cache of 100k sessions costs no per-entry object allocations or reference counting.
 
-struct LRUCache<Key: Hashable, Value> {
+public struct LRUCache<Key: Hashable, Value> {
     private struct Node {
         var key: Key
         var value: Value
@@ -9,28 +9,33 @@ struct LRUCache<Key: Hashable, Value> {
         var older: Int   // towards the least recent end; -1 at the tail
     }
 
-    let capacity: Int
+    public let capacity: Int
     private var nodes: [Node] = []
     private var slots: [Key: Int] = [:]
     private var newest = -1
     private var oldest = -1
 
     /// A capacity of 0 (or less) disables caching: nothing is ever stored.
-    init(capacity: Int) {
+    public init(capacity: Int) {
         self.capacity = Swift.max(0, capacity)
     }
 
-    var count: Int { nodes.count }
+    public var count: Int { nodes.count }
 
     /// Returns the value and marks it most recently used.
-    mutating func value(for key: Key) -> Value? {
+    public mutating func value(for key: Key) -> Value? {
         guard let slot = slots[key] else { return nil }
         moveToNewest(slot)
         return nodes[slot].value
     }
 
+    /// Returns the value without changing its recency.
+    public func peek(_ key: Key) -> Value? {
+        slots[key].map { nodes[$0].value }
+    }
+
     /// Inserts or replaces, evicting the least recently used entry when full.
-    mutating func set(_ value: Value, for key: Key) {
+    public mutating func set(_ value: Value, for key: Key) {
         guard capacity > 0 else { return }
         if let slot = slots[key] {
             nodes[slot].value = value
@@ -52,7 +57,7 @@ struct LRUCache<Key: Hashable, Value> {
         linkAsNewest(nodes.count - 1)
     }
 
-    mutating func remove(_ key: Key) {
+    public mutating func remove(_ key: Key) {
         guard let slot = slots.removeValue(forKey: key) else { return }
         unlink(slot)
         // Fill the hole with the last node so the array stays dense (and drops the value now).
@@ -67,7 +72,7 @@ struct LRUCache<Key: Hashable, Value> {
         nodes.removeLast()
     }
 
-    mutating func removeAll() {
+    public mutating func removeAll() {
         nodes.removeAll()
         slots.removeAll()
         newest = -1

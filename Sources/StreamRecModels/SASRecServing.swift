@@ -1,0 +1,278 @@
+// SASRec behind the Recommender protocol, with incremental inference: each active user keeps
+// every block's keys and values, so an arriving event costs one position's work (a few d x d
+// products and one attention row per block), not a re-run of the whole window.
+//
+// Windows and positions (left-aligned, see SASRec.swift):
+//   cold user (no cache entry)         window = the last L items of the session, positions 0...
+//   n new items, window + n <= L       append them at the next positions, reusing the cache
+//   window would exceed L              rebuild from the last L - L/4 items, so the rebuild
+//                                      (a full pass) happens once per L/4 events, not per event
+// A rebuild is exactly what a full recompute of that window gives; the incremental path must
+// match it (tested within 1e-4 over long random streams).
+//
+// The cache is an LRU of `cacheUsers` sessions; an evicted user costs one full pass on return.
+import Foundation
+import StreamRecCollections
+import StreamRecNumerics
+
+/// One user's incremental state.
+final class SASRecSessionState {
+    /// Model rows in the window, position i = window[i].
+    var window: [Int32] = []
+    /// Per block: keys and values of every position, [count, d] each.
+    var keys: [[Float]]
+    var values: [[Float]]
+    /// Final hidden state of the last position [d].
+    var hidden: [Float]
+
+    init(blocks: Int, width: Int) {
+        keys = Array(repeating: [], count: blocks)
+        values = Array(repeating: [], count: blocks)
+        hidden = [Float](repeating: 0, count: width)
+    }
+}
+
+/// The incremental engine: full passes for cold or overflowing windows, one-position steps
+/// batched across users otherwise. One caller at a time (the lock makes it safe regardless).
+public final class SASRecIncremental: @unchecked Sendable {
+    public let model: SASRec
+    private var cache: LRUCache<String, SASRecSessionState>
+    private let lock = NSLock()
+    /// Counters for metrics and tests.
+    public private(set) var fullPasses = 0
+    public private(set) var incrementalSteps = 0
+
+    public init(model: SASRec, cacheUsers: Int = 4096) {
+        self.model = model
+        cache = LRUCache(capacity: cacheUsers)
+    }
+
+    /// Items a rebuild keeps when a window outgrows L.
+    var rebuildLength: Int { max(1, model.config.maxLength - max(1, model.config.maxLength / 4)) }
+
+    /// Final hidden state [d] for each (user, session rows) pair, updating the cache.
+    public func hidden(users: [String], sessions: [[Int32]]) -> [[Float]] {
+        lock.lock()
+        defer { lock.unlock() }
+        let c = model.config
+        var states = [SASRecSessionState?](repeating: nil, count: users.count)
+        var rebuild: [(index: Int, window: [Int32])] = []
+        var pending: [(index: Int, items: ArraySlice<Int32>)] = []
+        for (i, (user, rows)) in zip(users, sessions).enumerated() {
+            guard !rows.isEmpty else { continue }
+            if let state = cache.value(for: user), let newItems = Self.newItems(after: state.window, in: rows) {
+                states[i] = state
+                if newItems.isEmpty { continue }
+                if state.window.count + newItems.count <= c.maxLength {
+                    pending.append((i, newItems))
+                    continue
+                }
+                rebuild.append((i, Array(rows.suffix(rebuildLength))))
+            } else {
+                rebuild.append((i, Array(rows.suffix(c.maxLength))))
+            }
+        }
+        for (i, state) in fullPass(rebuild.map(\.window)).enumerated() {
+            states[rebuild[i].index] = state
+            cache.set(state, for: users[rebuild[i].index])
+        }
+        // Steps in rounds: round r advances every user with more than r new items by one.
+        var round = 0
+        while true {
+            let active = pending.filter { $0.items.count > round }
+            if active.isEmpty { break }
+            step(active.map { states[$0.index]! }, items: active.map { $0.items[$0.items.startIndex + round] })
+            round += 1
+        }
+        return states.map { $0?.hidden ?? [Float](repeating: 0, count: c.width) }
+    }
+
+    /// The items of `rows` after the cached window, if rows continues it: the window must
+    /// appear in rows ending at most 64 items before its end (a burst of events since).
+    static func newItems(after window: [Int32], in rows: [Int32]) -> ArraySlice<Int32>? {
+        guard !window.isEmpty else { return nil }
+        let maxNew = min(64, rows.count - window.count)
+        guard maxNew >= 0 else { return nil }
+        // One new item is the common case (a request per event), then none (a repeated request).
+        for k in [1, 0] + Array(stride(from: 2, through: maxNew, by: 1)) where k <= maxNew {
+            let end = rows.count - k
+            if rows[(end - window.count)..<end].elementsEqual(window) { return rows[end...] }
+        }
+        return nil
+    }
+
+    /// Full recompute of windows (packed), keeping each block's keys and values.
+    func fullPass(_ windows: [[Int32]]) -> [SASRecSessionState] {
+        guard !windows.isEmpty else { return [] }
+        let c = model.config, d = c.width
+        fullPasses += windows.count
+        let layout = SequenceLayout(lengths: windows.map(\.count))
+        let states = windows.map { w -> SASRecSessionState in
+            let s = SASRecSessionState(blocks: c.blocks, width: d)
+            s.window = w
+            return s
+        }
+        let tape = Tape(recording: false, training: false)
+        let h = model.hidden(tape, ids: windows.flatMap { $0 }, layout: layout) { block, qkv in
+            for (s, state) in states.enumerated() {
+                let o = layout.offsets[s], n = layout.lengths[s]
+                var k = [Float](repeating: 0, count: n * d), v = [Float](repeating: 0, count: n * d)
+                for i in 0..<n {
+                    for j in 0..<d {
+                        k[i * d + j] = qkv.data[(o + i) * 3 * d + d + j]
+                        v[i * d + j] = qkv.data[(o + i) * 3 * d + 2 * d + j]
+                    }
+                }
+                state.keys[block] = k
+                state.values[block] = v
+            }
+        }
+        for (s, state) in states.enumerated() {
+            let row = layout.offsets[s] + layout.lengths[s] - 1
+            state.hidden = Array(UnsafeBufferPointer(start: h.data + row * d, count: d))
+        }
+        withExtendedLifetime(h) {}
+        return states
+    }
+
+    /// Appends one item to each state: x [B, d] through every block, attending over the cache.
+    func step(_ states: [SASRecSessionState], items: [Int32]) {
+        let c = model.config, d = c.width, f = c.ffn, b = states.count, heads = c.heads, dh = d / heads
+        incrementalSteps += b
+        let store = model.store
+        func w(_ name: String) -> UnsafeMutablePointer<Float> { store[name].data }
+        var x = [Float](repeating: 0, count: b * d)
+        let scale = Float(d).squareRoot()
+        let items0 = w("item_embedding"), positions = w("position_embedding")
+        for (i, state) in states.enumerated() {
+            let item = Int(items[i]), position = state.window.count
+            for j in 0..<d { x[i * d + j] = items0[item * d + j] * scale + positions[position * d + j] }
+            state.window.append(items[i])
+        }
+        var normed = [Float](repeating: 0, count: b * d)
+        var qkv = [Float](repeating: 0, count: b * 3 * d)
+        var attended = [Float](repeating: 0, count: b * d)
+        var inner = [Float](repeating: 0, count: b * f)
+        var probs = [Float](repeating: 0, count: c.maxLength)
+        for block in 0..<c.blocks {
+            let p = "block\(block)."
+            Kernels.layerNormForward(x, gamma: w(p + "ln1.gamma"), beta: w(p + "ln1.beta"), out: &normed, mean: nil, rstd: nil,
+                                     rows: b, dim: d, eps: 1e-5)
+            Self.linear(normed, w(p + "qkv.weight"), w(p + "qkv.bias"), into: &qkv, rows: b, inDim: d, outDim: 3 * d)
+            for (i, state) in states.enumerated() {
+                state.keys[block].append(contentsOf: qkv[(i * 3 * d + d)..<(i * 3 * d + 2 * d)])
+                state.values[block].append(contentsOf: qkv[(i * 3 * d + 2 * d)..<(i * 3 * d + 3 * d)])
+                let n = state.window.count
+                state.keys[block].withUnsafeBufferPointer { keys in
+                    state.values[block].withUnsafeBufferPointer { values in
+                        qkv.withUnsafeBufferPointer { q in
+                            attended.withUnsafeMutableBufferPointer { out in
+                                probs.withUnsafeMutableBufferPointer { pr in
+                                    for h in 0..<heads {
+                                        // scores over every cached position (all are earlier or this one)
+                                        BLAS.gemv(m: n, n: dh, alpha: 1 / Float(dh).squareRoot(), a: keys.baseAddress! + h * dh, lda: d,
+                                                  x: q.baseAddress! + i * 3 * d + h * dh, y: pr.baseAddress!)
+                                        Kernels.softmaxRow(pr.baseAddress!, n)
+                                        BLAS.gemv(trans: true, m: n, n: dh, a: values.baseAddress! + h * dh, lda: d,
+                                                  x: pr.baseAddress!, y: out.baseAddress! + i * d + h * dh)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Self.linear(attended, w(p + "out.weight"), w(p + "out.bias"), into: &normed, rows: b, inDim: d, outDim: d)
+            for j in 0..<(b * d) { x[j] += normed[j] }
+            Kernels.layerNormForward(x, gamma: w(p + "ln2.gamma"), beta: w(p + "ln2.beta"), out: &normed, mean: nil, rstd: nil,
+                                     rows: b, dim: d, eps: 1e-5)
+            Self.linear(normed, w(p + "ffn1.weight"), w(p + "ffn1.bias"), into: &inner, rows: b, inDim: d, outDim: f)
+            for j in 0..<(b * f) where inner[j] < 0 { inner[j] = 0 }
+            Self.linear(inner, w(p + "ffn2.weight"), w(p + "ffn2.bias"), into: &normed, rows: b, inDim: f, outDim: d)
+            for j in 0..<(b * d) { x[j] += normed[j] }
+        }
+        Kernels.layerNormForward(x, gamma: w("final_ln.gamma"), beta: w("final_ln.beta"), out: &normed, mean: nil, rstd: nil,
+                                 rows: b, dim: d, eps: 1e-5)
+        for (i, state) in states.enumerated() { state.hidden = Array(normed[(i * d)..<((i + 1) * d)]) }
+    }
+
+    /// out[rows, outDim] = x W + bias.
+    static func linear(_ x: [Float], _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, into out: inout [Float],
+                       rows: Int, inDim: Int, outDim: Int) {
+        out.withUnsafeMutableBufferPointer { o in
+            for r in 0..<rows { (o.baseAddress! + r * outDim).update(from: bias, count: outDim) }
+            x.withUnsafeBufferPointer { xp in
+                if rows == 1 {
+                    BLAS.gemv(trans: true, m: inDim, n: outDim, a: weight, lda: outDim, x: xp.baseAddress!, beta: 1, y: o.baseAddress!)
+                } else {
+                    BLAS.gemm(m: rows, n: outDim, k: inDim, a: xp.baseAddress!, lda: inDim, b: weight, ldb: outDim, beta: 1,
+                              c: o.baseAddress!, ldc: outDim)
+                }
+            }
+        }
+    }
+
+    /// The window cached for a user (tests and `inspect`).
+    public func peekWindow(_ user: String) -> [Int32]? {
+        lock.lock()
+        defer { lock.unlock() }
+        return cache.peek(user)?.window
+    }
+
+    /// Drops every cached session (a model swap makes them stale).
+    public func invalidateAll() {
+        lock.lock()
+        cache.removeAll()
+        lock.unlock()
+    }
+}
+
+/// SASRec answering the service: maps the service's item ids to model rows and back, excludes
+/// what the policy says, and ranks the whole catalogue from the incremental hidden states.
+public struct SASRecRecommender: Recommender {
+    public let descriptor: ModelDescriptor
+    public let engine: SASRecIncremental
+    /// Service id of each model row.
+    let serviceIDs: [ItemID]
+    let rowOf: [ItemID: Int32]
+
+    public init(model: SASRec, itemID: (String) -> ItemID, cacheUsers: Int = 4096) {
+        engine = SASRecIncremental(model: model, cacheUsers: cacheUsers)
+        serviceIDs = model.items.map(itemID)
+        var rowOf: [ItemID: Int32] = [:]
+        for (row, id) in serviceIDs.enumerated() { rowOf[id] = Int32(row) }
+        self.rowOf = rowOf
+        descriptor = ModelDescriptor(name: SASRec.kind, version: model.version)
+    }
+
+    public func recommend(_ requests: [RecommendationRequest]) -> [[ScoredItem]] {
+        guard !requests.isEmpty else { return [] }
+        let v = engine.model.items.count, d = engine.model.config.width
+        // Items the model does not know are skipped: they cannot be embedded (a cold item).
+        let sessions = requests.map { $0.history.compactMap { rowOf[$0] } }
+        let hidden = engine.hidden(users: requests.map(\.user), sessions: sessions)
+        var flat = [Float](repeating: 0, count: requests.count * d)
+        for (i, h) in hidden.enumerated() { for j in 0..<d { flat[i * d + j] = h[j] } }
+        var scores = [Float](repeating: 0, count: requests.count * v)
+        flat.withUnsafeBufferPointer { h in
+            scores.withUnsafeMutableBufferPointer { engine.model.scores(hidden: h.baseAddress!, count: requests.count, into: $0.baseAddress!) }
+        }
+        return requests.enumerated().map { i, request in
+            var top = TopK(k: request.k)
+            for row in 0..<v {
+                let score = scores[i * v + row]
+                if let floor = top.threshold, score < floor { continue }
+                if request.exclude.contains(serviceIDs[row]) { continue }
+                top.insert(score: score, id: row)
+            }
+            return top.sorted().map { ScoredItem(item: serviceIDs[$0.id], score: $0.score) }
+        }
+    }
+}
+
+extension SASRec {
+    /// Binds the model to the service's vocabulary (see TransitionModel.bind).
+    public func bind(cacheUsers: Int = 4096, itemID: (String) -> ItemID) -> SASRecRecommender {
+        SASRecRecommender(model: self, itemID: itemID, cacheUsers: cacheUsers)
+    }
+}
