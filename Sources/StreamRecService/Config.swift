@@ -37,6 +37,10 @@ public struct StreamRecConfig: Sendable {
     }
     public struct Model: Sendable {
         public var snapshot: String? = nil
+        /// Users whose per-layer keys and values SASRec keeps for incremental inference (LRU);
+        /// ~200 KB each at d=64, L=200, 2 blocks when full. 0 disables the cache.
+        public var cacheUsers = 4096
+        public init() {}
     }
     public struct Metrics: Sendable {
         public var host = "127.0.0.1"
@@ -141,6 +145,7 @@ public enum ConfigLoader {
         },
         int("pipeline.sweep_per_batch", "expired sessions deleted per batch", 0...1_000_000, \.pipeline.sweepPerBatch),
         string("model.snapshot", "model snapshot file to serve", \.model.snapshot),
+        int("model.cache_users", "sessions kept for incremental inference (LRU; 0 = recompute every event)", 0...10_000_000, \.model.cacheUsers),
         nonEmpty("metrics.host", "address of the /metrics and /healthz endpoint", \.metrics.host),
         int("metrics.port", "port of the endpoint (0 = any free port, -1 = off)", -1...65_535, \.metrics.port),
     ]

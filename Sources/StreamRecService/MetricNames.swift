@@ -17,6 +17,7 @@ public enum MetricNames {
     public static let sessionsExpired = "streamrec_sessions_expired_total"
     public static let consumerErrors = "streamrec_consumer_errors_total"
     public static let offsetGaps = "streamrec_offset_gaps_total"             // input records the broker skipped
+    public static let modelReloads = "streamrec_model_reloads_total"         // dimension: result (ok, refused)
 }
 
 /// The pipeline's instruments, made from a factory the caller passes in (no global bootstrap).
@@ -35,6 +36,8 @@ public final class PipelineMetrics: @unchecked Sendable {
     let sessionsExpired: Counter
     let consumerErrors: Counter
     let offsetGaps: Counter
+    let reloadsOK: Counter
+    let reloadsRefused: Counter
     private var dlq: [String: Counter] = [:]
     private var lag: [String: Gauge] = [:]
 
@@ -53,7 +56,11 @@ public final class PipelineMetrics: @unchecked Sendable {
         sessionsExpired = Counter(label: MetricNames.sessionsExpired, factory: factory)
         consumerErrors = Counter(label: MetricNames.consumerErrors, factory: factory)
         offsetGaps = Counter(label: MetricNames.offsetGaps, factory: factory)
+        reloadsOK = Counter(label: MetricNames.modelReloads, dimensions: [("result", "ok")], factory: factory)
+        reloadsRefused = Counter(label: MetricNames.modelReloads, dimensions: [("result", "refused")], factory: factory)
     }
+
+    func modelReloaded(failed: Bool) { (failed ? reloadsRefused : reloadsOK).increment() }
 
     /// Called from the pipeline thread only.
     func deadLettered(_ code: Rejection.Code) {

@@ -9,11 +9,19 @@ import StreamRecModels
 import StreamRecStorage
 
 public enum ModelLoader {
-    /// Reads a snapshot, verifies it, and binds it to this instance's item vocabulary (new items
-    /// are added to the vocabulary and persisted before the model serves).
-    public static func load(path: String, vocabulary: Vocabulary, store: KeyValueStore) throws -> any Recommender {
-        let model = try TransitionModel.load(path: path)
-        let recommender = model.bind { vocabulary.idOrAssign($0) }
+    /// Reads a snapshot, verifies it, builds the model its manifest names, and binds it to this
+    /// instance's item vocabulary (new items are added and persisted before the model serves).
+    public static func load(path: String, vocabulary: Vocabulary, store: KeyValueStore, config: StreamRecConfig.Model = .init()) throws -> any Recommender {
+        let snapshot = try Snapshot.read(path: path)
+        let recommender: any Recommender
+        switch snapshot.manifest.kind {
+        case TransitionModel.kind:
+            recommender = try TransitionModel.load(snapshot).bind { vocabulary.idOrAssign($0) }
+        case SASRec.kind:
+            recommender = try SASRec.load(snapshot).bind(cacheUsers: config.cacheUsers) { vocabulary.idOrAssign($0) }
+        default:
+            throw ModelError(.unsupported, "snapshot \(path): model kind '\(snapshot.manifest.kind)' cannot be served by this build (known: \(TransitionModel.kind), \(SASRec.kind)); upgrade streamrec or pass another snapshot")
+        }
         if vocabulary.hasPending {
             var writes = WriteBatch()
             vocabulary.stagePending(into: &writes)
@@ -32,6 +40,8 @@ public final class ServingStack: @unchecked Sendable {
     public let model: RecommenderSlot
     public let pipeline: Pipeline
     public let stop = StopSignal()
+    /// Vocabulary growth during a reload must not interleave with another reload.
+    private let reloadLock = NSLock()
 
     public init(config: StreamRecConfig, metrics: PipelineMetrics, logger: Logger) throws {
         guard let brokers = config.kafka.brokers, !brokers.isEmpty else {
@@ -44,7 +54,7 @@ public final class ServingStack: @unchecked Sendable {
         store = try KeyValueStore(path: config.state.directory)
         sessions = SessionStore(store: store, policy: config.session)
         vocabulary = try Vocabulary(store: store)
-        let recommender = try ModelLoader.load(path: snapshot, vocabulary: vocabulary, store: store)
+        let recommender = try ModelLoader.load(path: snapshot, vocabulary: vocabulary, store: store, config: config.model)
         model = RecommenderSlot(recommender)
         logger.info("serving model", metadata: ["name": "\(recommender.descriptor.name)", "version": "\(recommender.descriptor.version)",
                                                 "vocabulary": "\(vocabulary.count)"])
@@ -82,6 +92,24 @@ public final class ServingStack: @unchecked Sendable {
         ]
         p.merge(config.kafka.producerProperties) { _, new in new }
         return p
+    }
+
+    /// Loads, verifies and swaps in another snapshot between micro-batches. A snapshot that
+    /// fails verification throws (naming the problem) and the current model keeps serving.
+    @discardableResult
+    public func reloadModel(path: String, metrics: PipelineMetrics, logger: Logger) throws -> ModelDescriptor {
+        do {
+            let next = try reloadLock.withLock { try ModelLoader.load(path: path, vocabulary: vocabulary, store: store, config: config.model) }
+            model.swap(next)
+            metrics.modelReloaded(failed: false)
+            logger.info("model swapped", metadata: ["name": "\(next.descriptor.name)", "version": "\(next.descriptor.version)"])
+            return next.descriptor
+        } catch {
+            metrics.modelReloaded(failed: true)
+            logger.error("model refused; the current one keeps serving", metadata: ["path": "\(path)", "error": "\(error)",
+                                                                                   "serving": "\(model.recommender.descriptor.version)"])
+            throw error
+        }
     }
 
     /// Closes LevelDB (after the pipeline has stopped).

@@ -18,7 +18,8 @@ final class MockClusterHarness: @unchecked Sendable {
     let work: URL
     let snapshot: String
 
-    init(partitions: Int = 3, trainingSequences: [[String]]) throws {
+    /// `snapshot`: serve this file instead of a transition model trained on the sequences.
+    init(partitions: Int = 3, trainingSequences: [[String]], snapshot givenSnapshot: ((URL) throws -> String)? = nil) throws {
         cluster = try MockCluster(brokers: 1)
         input = "interactions-\(id)"
         output = "recommendations-\(id)"
@@ -28,8 +29,12 @@ final class MockClusterHarness: @unchecked Sendable {
         try cluster.createTopic(dlq, partitions: 1)
         work = FileManager.default.temporaryDirectory.appendingPathComponent("streamrec-test-\(id)")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-        snapshot = work.appendingPathComponent("model.snap").path
-        try TransitionModel.train(sequences: trainingSequences, config: TransitionConfig()).save(to: snapshot)
+        if let givenSnapshot {
+            snapshot = try givenSnapshot(work)
+        } else {
+            snapshot = work.appendingPathComponent("model.snap").path
+            try TransitionModel.train(sequences: trainingSequences, config: TransitionConfig()).save(to: snapshot)
+        }
     }
 
     deinit {
@@ -65,12 +70,16 @@ final class MockClusterHarness: @unchecked Sendable {
 
     /// The real stack on a thread; returns a handle to stop it and wait.
     func startService(config: StreamRecConfig? = nil) throws -> RunningService {
-        var logger = Logger(label: "test") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = .warning
         let metrics = PipelineMetrics(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
-        let stack = try ServingStack(config: config ?? self.config(), metrics: metrics, logger: logger)
-        return RunningService(stack: stack)
+        let stack = try ServingStack(config: config ?? self.config(), metrics: metrics, logger: Self.logger)
+        return RunningService(stack: stack, metrics: metrics)
     }
+
+    static let logger: Logger = {
+        var logger = Logger(label: "test") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = .critical
+        return logger
+    }()
 
     /// Reads a topic from the beginning until `until` holds or the timeout passes.
     func read(_ topic: String, timeoutSeconds: Double = 60, until: ([KafkaMessage]) -> Bool) throws -> [KafkaMessage] {
@@ -89,11 +98,13 @@ final class MockClusterHarness: @unchecked Sendable {
 
 final class RunningService: @unchecked Sendable {
     let stack: ServingStack
+    let metrics: PipelineMetrics
     private let done = DispatchSemaphore(value: 0)
     private(set) var error: Error?
 
-    init(stack: ServingStack) {
+    init(stack: ServingStack, metrics: PipelineMetrics) {
         self.stack = stack
+        self.metrics = metrics
         let thread = Thread { [self] in
             do { try stack.pipeline.run() } catch { self.error = error }
             stack.close()

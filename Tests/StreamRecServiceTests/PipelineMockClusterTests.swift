@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import StreamRecKafka
+import StreamRecModels
 import StreamRecStorage
 @testable import StreamRecService
 
@@ -154,5 +155,53 @@ import StreamRecStorage
         } catch {
             #expect("\(error)".lowercased().contains("checksum") || "\(error)".lowercased().contains("corrupt"), "\(error)")
         }
+    }
+
+    @Test func servesSASRecAndKeepsItWhenAReloadIsCorrupt() throws {
+        // A small SASRec trained on the same synthetic walks, written as a v1 snapshot.
+        let h = try MockClusterHarness(partitions: 2, trainingSequences: Self.training) { work in
+            let dataset = SequenceDataset(sequences: Self.training.enumerated().map { ("t\($0.offset)", $0.element) }, source: "synthetic")
+            let split = EncodedSplit(dataset)
+            var c = SASRecConfig()
+            c.width = 16; c.maxLength = 16; c.epochs = 3; c.evalEvery = 3; c.batchSize = 16
+            let model = SASRec(config: c, items: split.items)
+            try SASRecTrainer(model: model).fit(split)
+            let path = work.appendingPathComponent("sasrec.snap").path
+            try model.save(to: path)
+            return path
+        }
+        let version = try SASRec.load(path: h.snapshot).version
+        func events(_ range: Range<Int>) -> [(key: String?, value: [UInt8])] {
+            range.map { n in let user = "u\(n % 8)"; return (user, Self.json(user, "i\((n * 3) % 40)", 1_700_000_000_000 + Int64(n))) }
+        }
+        try h.produce(events(0..<120))
+        let service = try h.startService()
+        let first = try h.read(h.output) { $0.count >= 120 }
+        #expect(first.count == 120)
+        for m in first {
+            let obj = try #require(try JSONSerialization.jsonObject(with: Data(m.value ?? [])) as? [String: Any])
+            let model = try #require(obj["model"] as? [String: Any])
+            #expect(model["name"] as? String == "sasrec" && model["version"] as? String == version)
+            #expect((obj["items"] as? [[String: Any]])?.count == 10)
+        }
+
+        // A corrupt snapshot is refused with a clear error; the current model keeps serving.
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: h.snapshot)))
+        bytes[bytes.count - 64] ^= 0x21
+        let corrupt = h.work.appendingPathComponent("corrupt.snap").path
+        try Data(bytes).write(to: URL(fileURLWithPath: corrupt))
+        #expect(throws: ModelError.self) { try service.stack.reloadModel(path: corrupt, metrics: service.metrics, logger: MockClusterHarness.logger) }
+        #expect(service.stack.model.recommender.descriptor == ModelDescriptor(name: "sasrec", version: version))
+
+        try h.produce(events(120..<160))
+        let all = try h.read(h.output) { $0.count >= 160 }
+        service.stop()
+        #expect(service.error == nil)
+        #expect(all.count == 160)
+        let versions = Set(try all.map { m -> String in
+            let obj = try #require(try JSONSerialization.jsonObject(with: Data(m.value ?? [])) as? [String: Any])
+            return try #require((obj["model"] as? [String: Any])?["version"] as? String)
+        })
+        #expect(versions == [version])
     }
 }
