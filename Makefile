@@ -3,8 +3,10 @@ SWIFT        ?= swift
 CONFIG_DEBUG := .build/debug/streamrec
 RELEASE_BIN  := .build/release/streamrec
 PYTEST_ARGS  ?=
+SHARED       ?= $(abspath ../shared)
+BENCH_DIR    := var/bench
 
-.PHONY: setup setup-system setup-python build release test test-unit test-realbroker demo bench clean broker-start broker-stop
+.PHONY: setup setup-system setup-python setup-peer build release test test-unit test-realbroker demo bench clean broker-start broker-stop
 
 ## setup: Debian packages (librdkafka, LevelDB, OpenBLAS, kcat) and the Python test venv.
 setup: setup-system setup-python
@@ -38,6 +40,15 @@ test-realbroker: setup-python
 ## demo: the whole job on an embedded Kafka cluster (no broker to install).
 demo: setup-system release
 	$(RELEASE_BIN) demo
+
+## bench: our speed at the PyTorch peer's shapes, beside the peer run in the same invocation.
+setup-peer:
+	@ops/peer-venv.sh
+
+bench: release setup-peer
+	@mkdir -p $(BENCH_DIR)
+	.peer-venv/bin/python $(SHARED)/peers/pytorch_peer.py --threads 2 --json $(BENCH_DIR)/peer.json > $(BENCH_DIR)/peer.log
+	$(RELEASE_BIN) bench --peer $(BENCH_DIR)/peer.json --json $(BENCH_DIR)/streamrec.json
 
 broker-start: setup-python
 	ops/broker.sh start

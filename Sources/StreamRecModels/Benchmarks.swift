@@ -43,4 +43,55 @@ public enum SASRecBenchmark {
         let t = Timing.measure(steps, warmup: 2) { trainer.step(data, lr: 1e-3) }
         return (Double(batch) / (t.p50Ms / 1000), t)
     }
+
+    /// Batch-1 latency of a full pass over a length-L window, scoring and top-10 included.
+    public static func fullInference(runs: Int = 200) -> Timing {
+        let m = model()
+        let history = randomSequences(1, length: m.config.maxLength, items: m.items.count, seed: 2)
+        var scores = [Float](repeating: 0, count: m.items.count)
+        return Timing.measure(runs) {
+            scores.withUnsafeMutableBufferPointer { m.scoreAll(histories: history, into: $0.baseAddress!) }
+            _ = TopK.select(scores, k: 10)
+        }
+    }
+
+    /// Batch-1 latency of one incremental step: L-1 positions cached, one item arrives; the
+    /// one-position pass, scoring and top-10. (The step is undone after each run.)
+    public static func incrementalInference(runs: Int = 200) -> Timing {
+        let m = model()
+        let engine = SASRecIncremental(model: m, cacheUsers: 1)
+        let history = randomSequences(1, length: m.config.maxLength, items: m.items.count, seed: 3)[0]
+        let state = engine.fullPass([Array(history.dropLast())])[0]
+        let d = m.config.width
+        var scores = [Float](repeating: 0, count: m.items.count)
+        return Timing.measure(runs) {
+            engine.step([state], items: [history.last!])
+            state.hidden.withUnsafeBufferPointer { h in
+                scores.withUnsafeMutableBufferPointer { m.scores(hidden: h.baseAddress!, count: 1, into: $0.baseAddress!) }
+            }
+            _ = TopK.select(scores, k: 10)
+            state.window.removeLast()
+            for b in 0..<m.config.blocks {
+                state.keys[b].removeLast(d)
+                state.values[b].removeLast(d)
+            }
+        }
+    }
+
+    /// Users/s for 256 full-length windows at once (full passes, scoring, top-10 each).
+    public static func batchInference(users: Int = 256, runs: Int = 20) -> (usersPerSecond: Double, timing: Timing) {
+        let m = model()
+        let histories = randomSequences(users, length: m.config.maxLength, items: m.items.count, seed: 4)
+        var scores = [Float](repeating: 0, count: users * m.items.count)
+        let v = m.items.count
+        let t = Timing.measure(runs, warmup: 1) {
+            scores.withUnsafeMutableBufferPointer { buffer in
+                m.scoreAll(histories: histories, into: buffer.baseAddress!)
+                Parallel.chunks(users) { range, _ in
+                    for u in range { _ = TopK.select(Array(buffer[(u * v)..<((u + 1) * v)]), k: 10) }
+                }
+            }
+        }
+        return (Double(users) / (t.p50Ms / 1000), t)
+    }
 }

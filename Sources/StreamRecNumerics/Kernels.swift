@@ -34,8 +34,8 @@ public enum Kernels {
     @inline(__always)
     public static func expShiftSum(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
         for i in 0..<n {
-            var v = x[i] - shift
-            v = v < -87.3 ? -87.3 : (v > 88.3 ? 88.3 : v)
+            let raw = x[i] - shift
+            var v = raw < -87.3 ? -87.3 : (raw > 88.3 ? 88.3 : raw)
             let fx = (v * 1.442_695_04 + 0.5).rounded(.down)
             v = v - fx * 0.693_359_375 + fx * 2.121_944_4e-4
             let z = v * v
@@ -48,7 +48,8 @@ public enum Kernels {
             y = y * z + v + 1
             // 2^fx: fx + 2^23 + 127 holds fx + 127 in its low mantissa bits.
             let biased = (fx + 8_388_735).bitPattern &- 0x4B00_0000
-            x[i] = y * Float(bitPattern: biased &<< 23)
+            // Below e^-87.3 the result is 0, so a -infinity mask gives exactly 0.
+            x[i] = raw < -87.3 ? 0 : y * Float(bitPattern: biased &<< 23)
         }
         return sum(x, n)
     }

@@ -1,46 +1,60 @@
 import ArgumentParser
 import Foundation
 import StreamRecModels
-import StreamRecNumerics
 
+/// `streamrec bench`: our figures at the PyTorch peer's shapes, and, given the peer's JSON from
+/// the same session, the ratios (what docs/benchmarks.md records).
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Measure training and inference speed at the PyTorch peer's shapes.")
+    static let configuration = CommandConfiguration(
+        abstract: "Measure training and inference speed at the PyTorch peer's shapes (make bench runs the peer too).")
 
-    @Option(help: "Which parts: sasrec-train, all.") var only: String = "all"
-    @Option(help: "Write the figures as JSON here.") var json: String?
+    @Option(help: "Parts: all, sasrec-train, sasrec-infer.") var only: String = "all"
+    @Option(help: "Write our figures as JSON here.") var json: String?
+    @Option(help: "The peer's JSON (pytorch_peer.py --json) from this session: print ratios.") var peer: String?
+    @Flag(help: "Fewer repetitions.") var quick = false
 
     func run() throws {
-        var results: [String: [String: Double]] = [:]
+        var ours: [String: [String: Double]] = [:]
+        let runs = quick ? 30 : 200
         if only == "all" || only == "sasrec-train" {
             for loss in [SASRecConfig.Loss.crossEntropy, .binary] {
-                let (rate, t) = SASRecBenchmark.training(loss: loss)
-                print(String(format: "sasrec_train_%@: %.1f seq/s (p50 step %.1f ms)", loss.rawValue, rate, t.p50Ms))
-                results["sasrec_train_\(loss.rawValue)"] = ["seq_per_s": rate, "p50_ms": t.p50Ms]
+                let (rate, t) = SASRecBenchmark.training(loss: loss, steps: quick ? 3 : 10)
+                ours["sasrec_train_\(loss == .crossEntropy ? "ce" : "bce")"] = ["seq_per_s": rate, "p50_ms": t.p50Ms]
             }
         }
-        if only == "ce" {
-            let h = Tensor(zeros: [25600, 64], requiresGrad: true), table = Tensor(zeros: [3706, 64], requiresGrad: true)
-            var rng = RandomSource(seed: 1)
-            for i in 0..<h.count { h.data[i] = rng.normal() * 0.1 }
-            for i in 0..<table.count { table.data[i] = rng.normal() * 0.1 }
-            let targets = (0..<25600).map { _ in Int32(rng.below(3706)) }
-            let t = Timing.measure(5, warmup: 1) {
-                let tape = Tape()
-                tape.backward(tape.softmaxCrossEntropy(h, table: table, targets: targets))
+        if only == "all" || only == "sasrec-infer" {
+            let full = SASRecBenchmark.fullInference(runs: runs)
+            ours["sasrec_infer_full_b1"] = ["p50_ms": full.p50Ms, "p99_ms": full.p99Ms]
+            let incremental = SASRecBenchmark.incrementalInference(runs: runs)
+            ours["sasrec_infer_incremental_b1"] = ["p50_ms": incremental.p50Ms, "p99_ms": incremental.p99Ms]
+            let (usersPerSecond, t) = SASRecBenchmark.batchInference(runs: quick ? 5 : 20)
+            ours["sasrec_infer_b256"] = ["users_per_s": usersPerSecond, "p50_ms": t.p50Ms]
+        }
+        var peerFigures: [String: [String: Double]] = [:]
+        if let peer {
+            let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: peer))) as? [String: Any] ?? [:]
+            for (key, value) in object {
+                if let figures = value as? [String: Any] { peerFigures[key] = figures.compactMapValues { ($0 as? NSNumber)?.doubleValue } }
             }
-            print("ce fwd+bwd 25600x3706x64: p50 \(t.p50Ms) ms = \(36.4 / (t.p50Ms / 1000)) GFLOP/s")
-            let a = UnsafeMutablePointer<Float>.allocate(capacity: 25600 * 3706)
-            let g = Timing.measure(3, warmup: 1) {
-                Parallel.gemm(transB: true, m: 25600, n: 3706, k: 64, a: h.data, lda: 64, b: table.data, ldb: 64, c: a, ldc: 3706)
+        }
+        print("figure                          streamrec        peer (torch)     ratio (higher = streamrec better)")
+        for key in ours.keys.sorted() {
+            let figure = ours[key]!
+            let metric = figure["seq_per_s"] != nil ? "seq_per_s" : figure["users_per_s"] != nil ? "users_per_s" : "p50_ms"
+            let mine = figure[metric]!
+            let unit = metric == "p50_ms" ? "ms p50" : metric == "seq_per_s" ? "seq/s" : "users/s"
+            var line = key.padding(toLength: 32, withPad: " ", startingAt: 0) + String(format: "%10.2f ", mine) + unit.padding(toLength: 8, withPad: " ", startingAt: 0)
+            if let theirs = peerFigures[key]?[metric] {
+                let ratio = metric == "p50_ms" ? theirs / mine : mine / theirs
+                line += String(format: "%10.2f ", theirs) + unit.padding(toLength: 8, withPad: " ", startingAt: 0) + String(format: "%6.2fx", ratio)
             }
-            print("gemm 25600x3706x64 (rows split): p50 \(g.p50Ms) ms = \(12.1 / (g.p50Ms / 1000)) GFLOP/s")
-            let e = Timing.measure(3, warmup: 1) {
-                Parallel.chunks(25600) { r, _ in for i in r { _ = Kernels.expShiftSum(a + i * 3706, 3706, shift: 1) } }
-            }
-            print("exp 25600x3706: p50 \(e.p50Ms) ms")
+            if let p99 = figure["p99_ms"] { line += String(format: "   (p99 %.2f ms)", p99) }
+            print(line)
         }
         if let json {
-            let data = try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys])
+            var out: [String: Any] = ["streamrec": ours]
+            if !peerFigures.isEmpty { out["peer"] = peerFigures }
+            let data = try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: json))
         }
     }
