@@ -50,10 +50,30 @@ public final class SASRecIncremental: @unchecked Sendable {
     /// Items a rebuild keeps when a window outgrows L.
     var rebuildLength: Int { max(1, model.config.maxLength - max(1, model.config.maxLength / 4)) }
 
-    /// Final hidden state [d] for each (user, session rows) pair, updating the cache.
+    /// Final hidden state [d] for each (user, session rows) pair, updating the cache. A user
+    /// may appear several times in one batch (several events in one poll): the k-th request of
+    /// each user is served in wave k, so each sees the state its predecessor left.
     public func hidden(users: [String], sessions: [[Int32]]) -> [[Float]] {
         lock.lock()
         defer { lock.unlock() }
+        var seen: [String: Int] = [:]
+        let waveOf = users.map { user -> Int in
+            let wave = seen[user, default: 0]
+            seen[user] = wave + 1
+            return wave
+        }
+        let waves = (seen.values.max() ?? 0)
+        if waves <= 1 { return hiddenOfDistinctUsers(users, sessions) }
+        var out = [[Float]](repeating: [], count: users.count)
+        for wave in 0..<waves {
+            let members = users.indices.filter { waveOf[$0] == wave }
+            let states = hiddenOfDistinctUsers(members.map { users[$0] }, members.map { sessions[$0] })
+            for (i, member) in members.enumerated() { out[member] = states[i] }
+        }
+        return out
+    }
+
+    private func hiddenOfDistinctUsers(_ users: [String], _ sessions: [[Int32]]) -> [[Float]] {
         let c = model.config
         var states = [SASRecSessionState?](repeating: nil, count: users.count)
         var rebuild: [(index: Int, window: [Int32])] = []
@@ -146,6 +166,7 @@ public final class SASRecIncremental: @unchecked Sendable {
         let items0 = w("item_embedding"), positions = w("position_embedding")
         for (i, state) in states.enumerated() {
             let item = Int(items[i]), position = state.window.count
+            precondition(position < c.maxLength, "SASRec step past the window (\(position) >= \(c.maxLength))")
             for j in 0..<d { x[i * d + j] = items0[item * d + j] * scale + positions[position * d + j] }
             state.window.append(items[i])
         }

@@ -8,6 +8,8 @@ struct Demo: AsyncParsableCommand {
     )
 
     @OptionGroup var common: CommonOptions
+    @Option(help: "Model served: sasrec or transition.") var model: String = "sasrec"
+    @Option(help: "SASRec training epochs.") var epochs: Int = 25
     @Option(help: "Synthetic users.") var users: Int = 2000
     @Option(help: "Events per user.") var eventsPerUser: Int = 30
     @Option(help: "Input rate of the latency phase, events/s.") var rate: Int = 2000
@@ -20,6 +22,8 @@ struct Demo: AsyncParsableCommand {
             var logger = common.makeLogger("streamrec.demo")
             if common.logLevel == "info" { logger.logLevel = .warning }   // the demo's own lines tell the story
             var options = DemoOptions()
+            options.model = model
+            options.epochs = epochs
             options.users = users
             options.eventsPerUser = eventsPerUser
             options.rate = rate

@@ -161,6 +161,15 @@ func smallConfig(_ loss: SASRecConfig.Loss = .crossEntropy) -> SASRecConfig {
                 #expect(together[u].count == 5 && together[u].allSatisfy { !request.exclude.contains($0.item) })
             }
         }
+        // One user twice in a batch (two events in one poll): each answer is the one for the
+        // session it was asked for (wave 0: a cold full pass, wave 1: one incremental step).
+        let engine = SASRecIncremental(model: model, cacheUsers: 4)
+        let s1: [Int32] = [3, 9, 4], s2: [Int32] = [3, 9, 4, 11]
+        let twice = engine.hidden(users: ["z", "z"], sessions: [s1, s2])
+        let expected = [model.lastHidden([s1]).hidden, model.lastHidden([s2]).hidden]
+        for r in 0..<2 { #expect(zip(twice[r], expected[r]).allSatisfy { abs($0 - $1) < 1e-4 }) }
+        #expect(engine.peekWindow("z") == s2)
+
         // Unknown items in a session are skipped, never a crash.
         let answer = batched.recommend([RecommendationRequest(user: "x", history: [999, 1000], k: 3, exclude: [])])
         #expect(answer[0].count == 3)
