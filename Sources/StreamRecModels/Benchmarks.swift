@@ -94,4 +94,34 @@ public enum SASRecBenchmark {
         }
         return (Double(users) / (t.p50Ms / 1000), t)
     }
+
+    /// The serving path as the pipeline drives it: `users` users, each with `events` events in
+    /// random order, answered in micro-batches of `batch` (history excluded, top-10). Returns
+    /// events/s and the p50/p99 of one micro-batch's model call.
+    public static func servingStream(users: Int = 2000, events: Int = 15, batch: Int = 100, items: Int = 3706) -> (eventsPerSecond: Double, timing: Timing) {
+        let m = model(items: items)
+        let recommender = m.bind(cacheUsers: 4096) { ItemID(Int($0.dropFirst())! + 1) }
+        var rng = RandomSource(seed: 5)
+        var order: [Int] = []
+        for u in 0..<users { order += Array(repeating: u, count: events) }
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.below(i + 1)) }
+        var sessions = [[ItemID]](repeating: [], count: users)
+        var times: [Double] = []
+        let start = DispatchTime.now().uptimeNanoseconds
+        var i = 0
+        while i < order.count {
+            let chunk = order[i..<min(order.count, i + batch)]
+            let requests = chunk.map { u -> RecommendationRequest in
+                sessions[u].append(ItemID(rng.below(items) + 1))
+                return RecommendationRequest(user: "u\(u)", history: sessions[u], k: 10, exclude: Set(sessions[u]))
+            }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = recommender.recommend(requests)
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            i += batch
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        times.sort()
+        return (Double(order.count) / seconds, Timing(p50Ms: times[times.count / 2], p99Ms: times[min(times.count - 1, times.count * 99 / 100)], minMs: times[0]))
+    }
 }

@@ -29,6 +29,8 @@ struct Bench: ParsableCommand {
             ours["sasrec_infer_incremental_b1"] = ["p50_ms": incremental.p50Ms, "p99_ms": incremental.p99Ms]
             let (usersPerSecond, t) = SASRecBenchmark.batchInference(runs: quick ? 5 : 20)
             ours["sasrec_infer_b256"] = ["users_per_s": usersPerSecond, "p50_ms": t.p50Ms]
+            let (eventsPerSecond, batchTiming) = SASRecBenchmark.servingStream()
+            ours["sasrec_serve_stream_b100"] = ["events_per_s": eventsPerSecond, "p50_ms": batchTiming.p50Ms, "p99_ms": batchTiming.p99Ms]
         }
         var peerFigures: [String: [String: Double]] = [:]
         if let peer {
@@ -40,9 +42,10 @@ struct Bench: ParsableCommand {
         print("figure                          streamrec        peer (torch)     ratio (higher = streamrec better)")
         for key in ours.keys.sorted() {
             let figure = ours[key]!
-            let metric = figure["seq_per_s"] != nil ? "seq_per_s" : figure["users_per_s"] != nil ? "users_per_s" : "p50_ms"
+            let metric = figure["seq_per_s"] != nil ? "seq_per_s" : figure["users_per_s"] != nil ? "users_per_s"
+                : figure["events_per_s"] != nil ? "events_per_s" : "p50_ms"
             let mine = figure[metric]!
-            let unit = metric == "p50_ms" ? "ms p50" : metric == "seq_per_s" ? "seq/s" : "users/s"
+            let unit = ["p50_ms": "ms p50", "seq_per_s": "seq/s", "users_per_s": "users/s", "events_per_s": "events/s"][metric]!
             var line = key.padding(toLength: 32, withPad: " ", startingAt: 0) + String(format: "%10.2f ", mine) + unit.padding(toLength: 8, withPad: " ", startingAt: 0)
             if let theirs = peerFigures[key]?[metric] {
                 let ratio = metric == "p50_ms" ? theirs / mine : mine / theirs
