@@ -8,7 +8,7 @@ struct Models: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "models", abstract: "The model registry: publish, list, show, promote, roll back, prune.",
         discussion: "The registry is a directory (--registry or the config key model.registry). promote and rollback with --brokers also announce the new current version on the model-updates topic, which running `serve` instances follow.",
-        subcommands: [List.self, Show.self, Publish.self, Promote.self, Rollback.self, Prune.self, Compare.self])
+        subcommands: [List.self, Current.self, Show.self, Publish.self, Promote.self, Rollback.self, Prune.self, Compare.self])
 
     struct RegistryOptions: ParsableArguments {
         @Option(help: "Registry directory (config key model.registry).") var registry: String?
@@ -63,10 +63,29 @@ struct Models: AsyncParsableCommand {
                 print("  version        kind        published                 parent         data window / metrics")
                 for e in entries {
                     let mark = e.version == current ? "*" : e.version == previous ? "<" : " "
-                    let metrics = e.metrics.keys.sorted().prefix(3).map { "\($0)=\(String(format: "%.4f", e.metrics[$0]!))" }.joined(separator: " ")
+                    // The gate's figures first when present, else whatever the snapshot recorded.
+                    let preferred = ["validation_ndcg@10", "validation_hr@10", "test_ndcg@10", "test_hr@10"].filter { e.metrics[$0] != nil }
+                    let keys = preferred.isEmpty ? Array(e.metrics.keys.sorted().prefix(2)) : preferred
+                    let metrics = keys.map { "\($0)=\(String(format: "%.4f", e.metrics[$0]!))" }.joined(separator: " ")
                     let detail = [e.dataWindow, metrics.isEmpty ? nil : metrics].compactMap { $0 }.joined(separator: "  ")
                     print("\(mark) \(pad(e.version, 14)) \(pad(e.kind, 11)) \(pad(e.publishedAt, 25)) \(pad(e.parent ?? "-", 14)) \(detail)")
                 }
+            }
+        }
+    }
+
+    struct Current: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the current version (for scripts); exit 1 if none was promoted yet.")
+        @OptionGroup var options: RegistryOptions
+
+        func run() async throws {
+            try await userFacing {
+                let registry = try options.open(try options.settings())
+                guard let current = try registry.currentVersion() else {
+                    FileHandle.standardError.write(Data("no current version in \(registry.root.path)\n".utf8))
+                    throw ExitCode(1)
+                }
+                print(current)
             }
         }
     }
