@@ -4,7 +4,8 @@
 # var/broker/. Usage: ops/broker.sh start|stop|restart|status|env|logs
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="$root/.venv"
+# STREAMREC_VENV: a venv elsewhere (e.g. a git worktree using the main checkout's .venv).
+venv="${STREAMREC_VENV:-$root/.venv}"
 dir="$root/var/broker"
 broker_port="${STREAMREC_BROKER_PORT:-19092}"
 s3_port="${STREAMREC_S3_PORT:-19000}"

@@ -78,6 +78,22 @@ public final class KafkaConsumer: @unchecked Sendable {
 
     public func assignment() -> [TopicPartition] { client.assignment() }
 
+    /// Reads these partitions without joining a group (no rebalances, no commits needed): for
+    /// side channels every instance reads whole, like the model-updates topic.
+    public func assign(_ starts: [TopicPartition: StartOffset]) throws(KafkaError) {
+        try client.assign(starts)
+    }
+
+    /// Partition count of a topic from the cluster's metadata; nil if the topic does not exist.
+    public func partitionCount(_ topic: String, timeoutMs: Int32 = 10_000) throws(KafkaError) -> Int? {
+        try client.partitionCounts([topic], timeoutMs: timeoutMs)[topic]
+    }
+
+    /// (low, high) watermarks asked of the partition leader (a network round trip).
+    public func queryWatermarks(_ tp: TopicPartition, timeoutMs: Int32 = 10_000) throws(KafkaError) -> (low: Int64, high: Int64) {
+        try client.queryWatermarks(tp, timeoutMs: timeoutMs)
+    }
+
     /// Leaves the group; the revoke callback runs (on this thread) before it returns.
     public func close() {
         client.consumerClose()

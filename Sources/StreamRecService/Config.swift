@@ -11,6 +11,9 @@ public struct StreamRecConfig: Sendable {
         public var inputTopic = "interactions"
         public var outputTopic = "recommendations"
         public var dlqTopic = "interactions.dlq"
+        /// Compacted topic of model announcements (key = model name); `serve` follows it when
+        /// `model.registry` is set, `streamrec models promote|rollback --brokers` writes it.
+        public var modelUpdatesTopic = "model-updates"
         public var groupID = "streamrec"
         public var clientID = "streamrec"
         /// Extra librdkafka properties (e.g. security.protocol, sasl.*), applied last.
@@ -36,7 +39,15 @@ public struct StreamRecConfig: Sendable {
         public var sweepPerBatch = 64
     }
     public struct Model: Sendable {
+        /// Snapshot to serve. When nil and `registry` is set, the registry's current version.
         public var snapshot: String? = nil
+        /// Model registry directory (docs/operations.md). With it, `serve` hot-reloads promoted versions.
+        public var registry: String? = nil
+        /// How often `serve` re-reads the registry's `current` pointer, the fallback for a missed
+        /// announcement (ms).
+        public var registryPollMs = 10_000
+        /// Key of this model's announcements on `kafka.model_updates_topic`.
+        public var name = "default"
         /// Users whose per-layer keys and values SASRec keeps for incremental inference (LRU);
         /// ~200 KB each at d=64, L=200, 2 blocks when full. 0 disables the cache.
         public var cacheUsers = 4096
@@ -107,6 +118,7 @@ public enum ConfigLoader {
         nonEmpty("kafka.input_topic", "topic of interaction events", \.kafka.inputTopic),
         nonEmpty("kafka.output_topic", "topic recommendations are published to", \.kafka.outputTopic),
         nonEmpty("kafka.dlq_topic", "dead-letter topic for rejected events", \.kafka.dlqTopic),
+        nonEmpty("kafka.model_updates_topic", "compacted topic of model announcements (key = model.name)", \.kafka.modelUpdatesTopic),
         nonEmpty("kafka.group_id", "consumer group of the serving instances", \.kafka.groupID),
         nonEmpty("kafka.client_id", "client.id reported to the brokers", \.kafka.clientID),
         nonEmpty("state.directory", "LevelDB directory of this instance", \.state.directory),
@@ -144,7 +156,10 @@ public enum ConfigLoader {
             return nil
         },
         int("pipeline.sweep_per_batch", "expired sessions deleted per batch", 0...1_000_000, \.pipeline.sweepPerBatch),
-        string("model.snapshot", "model snapshot file to serve", \.model.snapshot),
+        string("model.snapshot", "model snapshot file to serve (default: the registry's current version)", \.model.snapshot),
+        string("model.registry", "model registry directory; serve hot-reloads versions promoted there", \.model.registry),
+        int("model.registry_poll_ms", "how often serve re-reads the registry's current pointer (ms)", 100...86_400_000, \.model.registryPollMs),
+        nonEmpty("model.name", "model name: the key of its announcements on the model-updates topic", \.model.name),
         int("model.cache_users", "sessions kept for incremental inference (LRU; 0 = recompute every event)", 0...10_000_000, \.model.cacheUsers),
         nonEmpty("metrics.host", "address of the /metrics and /healthz endpoint", \.metrics.host),
         int("metrics.port", "port of the endpoint (0 = any free port, -1 = off)", -1...65_535, \.metrics.port),

@@ -81,6 +81,9 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
     private var lastLagUpdate = 0.0
     /// Last offset seen per partition, to notice records a broker let the consumer skip.
     private var lastOffset: [TopicPartition: Int64] = [:]
+    /// Held for each whole micro-batch. Vocabulary is single-threaded; a hot reload binds the new
+    /// model's items to it under this lock, so that happens between micro-batches.
+    private let vocabularyLock = NSLock()
 
     public init(config: StreamRecConfig, consumer: KafkaConsumer, producer: KafkaProducer, sessions: SessionStore,
                 vocabulary: Vocabulary, model: RecommenderSlot, metrics: PipelineMetrics, logger: Logger, stop: StopSignal) {
@@ -136,7 +139,16 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         var event: InteractionEvent
     }
 
+    /// Runs `body` between micro-batches with the vocabulary to itself (any thread).
+    func withVocabulary<T>(_ body: () throws -> T) rethrows -> T {
+        vocabularyLock.lock()
+        defer { vocabularyLock.unlock() }
+        return try body()
+    }
+
     func process(_ batch: [KafkaMessage]) throws {
+        vocabularyLock.lock()
+        defer { vocabularyLock.unlock() }
         metrics.eventsIn.increment(by: batch.count)
         metrics.batchSize.record(batch.count)
         var staged: [String: Session] = [:]

@@ -9,18 +9,49 @@ import StreamRecModels
 import StreamRecStorage
 
 public enum ModelLoader {
+    /// A verified, decoded model not yet bound to a vocabulary: the expensive part of a load,
+    /// which a hot reload does off the event path.
+    public struct Decoded {
+        enum Model {
+            case transition(TransitionModel)
+            case sasrec(SASRec)
+        }
+        let model: Model
+        public let kind: String
+        public let version: String
+        public let items: [String]
+    }
+
+    /// Reads a snapshot, verifies it and builds the model its manifest names.
+    public static func decode(path: String) throws -> Decoded {
+        let snapshot = try Snapshot.read(path: path)
+        let model: Decoded.Model
+        switch snapshot.manifest.kind {
+        case TransitionModel.kind:
+            model = .transition(try TransitionModel.load(snapshot))
+        case SASRec.kind:
+            model = .sasrec(try SASRec.load(snapshot))
+        default:
+            throw ModelError(.unsupported, "snapshot \(path): model kind '\(snapshot.manifest.kind)' cannot be served by this build (known: \(TransitionModel.kind), \(SASRec.kind)); upgrade streamrec or pass another snapshot")
+        }
+        return Decoded(model: model, kind: snapshot.manifest.kind, version: snapshot.manifest.modelVersion, items: snapshot.manifest.items)
+    }
+
     /// Reads a snapshot, verifies it, builds the model its manifest names, and binds it to this
     /// instance's item vocabulary (new items are added and persisted before the model serves).
     public static func load(path: String, vocabulary: Vocabulary, store: KeyValueStore, config: StreamRecConfig.Model = .init()) throws -> any Recommender {
-        let snapshot = try Snapshot.read(path: path)
+        try bind(try decode(path: path), vocabulary: vocabulary, store: store, config: config)
+    }
+
+    /// Binds a decoded model to the vocabulary and persists the ids it added. The vocabulary is
+    /// single-threaded: callers hold the pipeline's vocabulary lock once the pipeline runs.
+    public static func bind(_ decoded: Decoded, vocabulary: Vocabulary, store: KeyValueStore, config: StreamRecConfig.Model = .init()) throws -> any Recommender {
         let recommender: any Recommender
-        switch snapshot.manifest.kind {
-        case TransitionModel.kind:
-            recommender = try TransitionModel.load(snapshot).bind { vocabulary.idOrAssign($0) }
-        case SASRec.kind:
-            recommender = try SASRec.load(snapshot).bind(cacheUsers: config.cacheUsers) { vocabulary.idOrAssign($0) }
-        default:
-            throw ModelError(.unsupported, "snapshot \(path): model kind '\(snapshot.manifest.kind)' cannot be served by this build (known: \(TransitionModel.kind), \(SASRec.kind)); upgrade streamrec or pass another snapshot")
+        switch decoded.model {
+        case .transition(let model):
+            recommender = model.bind { vocabulary.idOrAssign($0) }
+        case .sasrec(let model):
+            recommender = model.bind(cacheUsers: config.cacheUsers) { vocabulary.idOrAssign($0) }
         }
         if vocabulary.hasPending {
             var writes = WriteBatch()
@@ -40,16 +71,15 @@ public final class ServingStack: @unchecked Sendable {
     public let model: RecommenderSlot
     public let pipeline: Pipeline
     public let stop = StopSignal()
-    /// Vocabulary growth during a reload must not interleave with another reload.
+    /// Vocabulary growth during a reload must not interleave with another reload, nor with close.
     private let reloadLock = NSLock()
+    private var closed = false
 
     public init(config: StreamRecConfig, metrics: PipelineMetrics, logger: Logger) throws {
         guard let brokers = config.kafka.brokers, !brokers.isEmpty else {
             throw ConfigError(key: "kafka.brokers", source: "serve", message: "no brokers configured; pass --brokers host:port (or STREAMREC_KAFKA_BROKERS), or run `streamrec demo` for an embedded cluster")
         }
-        guard let snapshot = config.model.snapshot else {
-            throw ConfigError(key: "model.snapshot", source: "serve", message: "no model to serve; pass --snapshot PATH (train one with `streamrec train --model transition --data DIR --out PATH`)")
-        }
+        let snapshot = try Self.snapshotToServe(config)
         self.config = config
         store = try KeyValueStore(path: config.state.directory)
         sessions = SessionStore(store: store, policy: config.session)
@@ -62,6 +92,19 @@ public final class ServingStack: @unchecked Sendable {
         let producer = try KafkaProducer(properties: Self.producerProperties(config, brokers: brokers))
         pipeline = Pipeline(config: config, consumer: consumer, producer: producer, sessions: sessions, vocabulary: vocabulary,
                             model: model, metrics: metrics, logger: logger, stop: stop)
+    }
+
+    /// `model.snapshot`, else the registry's current version (verified against its manifest).
+    static func snapshotToServe(_ config: StreamRecConfig) throws -> String {
+        if let snapshot = config.model.snapshot { return snapshot }
+        guard let root = config.model.registry else {
+            throw ConfigError(key: "model.snapshot", source: "serve", message: "no model to serve; pass --snapshot PATH (train one with `streamrec train --model transition --data DIR --out PATH`) or --registry DIR with a promoted version")
+        }
+        let registry = try ModelRegistry(root: root)
+        guard let current = try registry.currentVersion() else {
+            throw ConfigError(key: "model.registry", source: "serve", message: "registry \(root) has no current version; publish and promote one (`streamrec models publish --registry \(root) --snapshot PATH`, then `streamrec models promote VERSION --registry \(root)`) or pass --snapshot PATH")
+        }
+        return try registry.verifiedSnapshotPath(current)
     }
 
     static func consumerProperties(_ config: StreamRecConfig, brokers: String) -> [String: String] {
@@ -96,10 +139,42 @@ public final class ServingStack: @unchecked Sendable {
 
     /// Loads, verifies and swaps in another snapshot between micro-batches. A snapshot that
     /// fails verification throws (naming the problem) and the current model keeps serving.
+    ///
+    /// Call it off the event path (the model watcher's thread): reading, verifying and decoding
+    /// run while the pipeline keeps serving; only binding the model's items to the vocabulary
+    /// waits for the current micro-batch to end. `expectedChecksum` (the registry's "fnv1a64:..."),
+    /// `expectedVersion` and `warmUpRequests` (a few inferences before the swap, which also check
+    /// the model answers) are optional extra checks. The pipeline reads the slot once per batch, so
+    /// the swap takes effect between micro-batches; per-user caches belong to the old model and go with it.
     @discardableResult
-    public func reloadModel(path: String, metrics: PipelineMetrics, logger: Logger) throws -> ModelDescriptor {
+    public func reloadModel(path: String, expectedVersion: String? = nil, expectedChecksum: String? = nil, warmUpRequests: Int = 0,
+                            metrics: PipelineMetrics, logger: Logger) throws -> ModelDescriptor {
         do {
-            let next = try reloadLock.withLock { try ModelLoader.load(path: path, vocabulary: vocabulary, store: store, config: config.model) }
+            if let expectedChecksum {
+                try ModelRegistry.verify(path: path, checksum: expectedChecksum, version: expectedVersion ?? path)
+            }
+            let decoded = try ModelLoader.decode(path: path)
+            if let expectedVersion, decoded.version != expectedVersion {
+                throw RegistryError(.corrupt, "\(path) holds model version \(decoded.version), not the announced \(expectedVersion); the registry directory was altered by hand: publish the snapshot again")
+            }
+            let (next, warmUpItems) = try reloadLock.withLock { () throws -> (any Recommender, [ItemID]) in
+                guard !closed else { throw PipelineError(code: .storage, message: "the service is shutting down; reload not done") }
+                return try pipeline.withVocabulary {
+                    let next = try ModelLoader.bind(decoded, vocabulary: vocabulary, store: store, config: config.model)
+                    return (next, decoded.items.prefix(max(0, warmUpRequests) + 1).compactMap { vocabulary.id(for: $0) })
+                }
+            }
+            if warmUpRequests > 0 {
+                // First calls pay for lazy allocations (scratch buffers, BLAS threads); pay them here.
+                let requests = (0..<warmUpRequests).map { i in
+                    RecommendationRequest(user: "streamrec-warmup-\(i)", history: Array(warmUpItems.prefix(i % max(1, warmUpItems.count) + 1)),
+                                          k: config.recommend.k, exclude: [])
+                }
+                let answers = next.recommend(requests)
+                guard answers.count == requests.count, answers.allSatisfy({ $0.count <= config.recommend.k }) else {
+                    throw ModelError(.badSnapshot, "snapshot \(path): warm-up gave \(answers.count) answers to \(requests.count) requests; the model is unusable, retrain it")
+                }
+            }
             model.swap(next)
             metrics.modelReloaded(failed: false)
             logger.info("model swapped", metadata: ["name": "\(next.descriptor.name)", "version": "\(next.descriptor.version)"])
@@ -113,7 +188,12 @@ public final class ServingStack: @unchecked Sendable {
     }
 
     /// Closes LevelDB (after the pipeline has stopped).
-    public func close() { store.close() }
+    public func close() {
+        reloadLock.withLock {
+            closed = true
+            store.close()
+        }
+    }
 }
 
 /// Runs the pipeline loop on a dedicated thread (librdkafka and LevelDB calls block) and turns

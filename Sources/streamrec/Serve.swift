@@ -16,6 +16,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Kafka bootstrap servers, host:port[,host:port].") var brokers: String?
     @Option(help: "LevelDB state directory of this instance.") var state: String?
     @Option(help: "Model snapshot to serve.") var snapshot: String?
+    @Option(help: "Model registry directory: serve its current version (unless --snapshot) and hot-reload promoted ones.") var registry: String?
     @Option(help: "Input topic.") var inputTopic: String?
     @Option(help: "Output topic.") var outputTopic: String?
     @Option(help: "Dead-letter topic.") var dlqTopic: String?
@@ -30,6 +31,7 @@ struct Serve: AsyncParsableCommand {
             overrides["kafka.brokers"] = brokers
             overrides["state.directory"] = state
             overrides["model.snapshot"] = snapshot
+            overrides["model.registry"] = registry
             overrides["kafka.input_topic"] = inputTopic
             overrides["kafka.output_topic"] = outputTopic
             overrides["kafka.dlq_topic"] = dlqTopic
@@ -45,6 +47,10 @@ struct Serve: AsyncParsableCommand {
                 .init(service: PipelineService(stack: stack, logger: logger),
                       successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
             ]
+            if let root = settings.model.registry {
+                let watcher = ModelWatcher(stack: stack, registry: try ModelRegistry(root: root), metrics: metrics, logger: logger)
+                services.append(.init(service: ModelWatcherService(watcher: watcher)))
+            }
             if settings.metrics.port >= 0 {
                 let health = stack.pipeline.health
                 services.append(.init(service: MetricsServer(host: settings.metrics.host, port: settings.metrics.port, registry: registry,

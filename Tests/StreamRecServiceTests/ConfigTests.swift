@@ -69,6 +69,8 @@ import Testing
         #expect(topology.topic(role: "input")?.name == "interactions")
         #expect(topology.topic(role: "output")?.name == "recommendations")
         #expect(topology.topic(role: "dlq")?.name == "interactions.dlq")
+        #expect(topology.topic(role: "model-updates")?.name == "model-updates")
+        #expect(topology.topic(role: "model-updates")?.config["cleanup.policy"] == "compact")
         #expect(topology.topics.allSatisfy { $0.partitions > 0 })
         #expect(throws: ConfigError.self) { try Topology.parse("topics:\n  - name: x\n    partitions: 0\n", source: "t") }
     }

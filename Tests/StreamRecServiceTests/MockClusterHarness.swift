@@ -68,11 +68,14 @@ final class MockClusterHarness: @unchecked Sendable {
         producer.close()
     }
 
-    /// The real stack on a thread; returns a handle to stop it and wait.
+    /// The real stack on a thread; returns a handle to stop it and wait. With `model.registry`
+    /// set, the model watcher runs on a second thread, as in `serve`.
     func startService(config: StreamRecConfig? = nil) throws -> RunningService {
         let metrics = PipelineMetrics(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
-        let stack = try ServingStack(config: config ?? self.config(), metrics: metrics, logger: Self.logger)
-        return RunningService(stack: stack, metrics: metrics)
+        let config = config ?? self.config()
+        let stack = try ServingStack(config: config, metrics: metrics, logger: Self.logger)
+        let watcher = try config.model.registry.map { ModelWatcher(stack: stack, registry: try ModelRegistry(root: $0), metrics: metrics, logger: Self.logger) }
+        return RunningService(stack: stack, metrics: metrics, watcher: watcher)
     }
 
     static let logger: Logger = {
@@ -99,24 +102,36 @@ final class MockClusterHarness: @unchecked Sendable {
 final class RunningService: @unchecked Sendable {
     let stack: ServingStack
     let metrics: PipelineMetrics
+    let watcher: ModelWatcher?
     private let done = DispatchSemaphore(value: 0)
+    private let watcherDone = DispatchSemaphore(value: 0)
     private(set) var error: Error?
 
-    init(stack: ServingStack, metrics: PipelineMetrics) {
+    init(stack: ServingStack, metrics: PipelineMetrics, watcher: ModelWatcher? = nil) {
         self.stack = stack
         self.metrics = metrics
+        self.watcher = watcher
         let thread = Thread { [self] in
             do { try stack.pipeline.run() } catch { self.error = error }
             stack.close()
             done.signal()
         }
         thread.start()
+        if let watcher {
+            let watch = Thread { [self] in
+                watcher.run()
+                watcherDone.signal()
+            }
+            watch.start()
+        }
     }
 
     /// Graceful stop: finish the batch, flush, commit, leave the group, close LevelDB.
     func stop() {
+        watcher?.stop.stop()
         stack.stop.stop()
         done.wait()
+        if watcher != nil { watcherDone.wait() }
     }
 }
 

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("STREAMREC_BIN", ROOT / ".build" / "debug" / "streamrec"))
 BROKER_PORT = os.environ.get("STREAMREC_BROKER_PORT", "19092")
 BROKERS = f"127.0.0.1:{BROKER_PORT}"
-LIBRDKAFKA = ROOT / ".venv" / "librdkafka"
+# STREAMREC_VENV: the venv with tansu and librdkafka 2.16 when it is not ROOT/.venv (a worktree).
+LIBRDKAFKA = Path(os.environ.get("STREAMREC_VENV", ROOT / ".venv")) / "librdkafka"
 
 
 def child_env():
@@ -78,8 +79,9 @@ class Deployment:
         run_cli("train", "--model", "transition", "--data", str(seqs), "--out", str(self.snapshot), "--holdout", "none")
         self.services = []
 
-    def serve(self):
-        service = Service(self)
+    def serve(self, *extra_args, snapshot=True, env=None):
+        """`streamrec serve` for this deployment; snapshot=False serves from --registry in extra_args."""
+        service = Service(self, extra_args, snapshot, env)
         self.services.append(service)
         return service
 
@@ -141,15 +143,16 @@ def source(message):
 
 
 class Service:
-    def __init__(self, deployment):
+    def __init__(self, deployment, extra_args=(), snapshot=True, env=None):
         self.d = deployment
         self.log = deployment.tmp / f"serve-{len(deployment.services)}.log"
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--brokers", deployment.brokers, "--state", str(deployment.state),
-             "--snapshot", str(deployment.snapshot), "--input-topic", deployment.input, "--output-topic", deployment.output,
+             "--input-topic", deployment.input, "--output-topic", deployment.output,
              "--dlq-topic", deployment.dlq, "--group", deployment.group, "--metrics-port", "0"]
+            + (["--snapshot", str(deployment.snapshot)] if snapshot else []) + list(extra_args)
             + (["--config", os.environ["STREAMREC_SERVE_CONFIG"]] if os.environ.get("STREAMREC_SERVE_CONFIG") else []),
-            env=child_env(), cwd=ROOT, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+            env={**child_env(), **(env or {})}, cwd=ROOT, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
 
     def terminate(self, timeout=60):
         """SIGTERM: drain, commit, leave the group; must exit 0."""

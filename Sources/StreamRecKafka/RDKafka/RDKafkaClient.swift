@@ -176,6 +176,23 @@ final class RDKafkaClient: @unchecked Sendable {
         _ = rd_kafka_assign(rk, list)
     }
 
+    /// Manual assignment (no group membership): each partition starts where `starts` says.
+    func assign(_ starts: [TopicPartition: StartOffset]) throws(KafkaError) {
+        let list = Self.makeList(starts.sorted { $0.key < $1.key }.map { tp, start in
+            switch start {
+            case .offset(let o): return (tp, o)
+            case .beginning: return (tp, Int64(RD_KAFKA_OFFSET_BEGINNING))
+            case .end: return (tp, Int64(RD_KAFKA_OFFSET_END))
+            case .committed: return (tp, Int64(RD_KAFKA_OFFSET_STORED))
+            }
+        })
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        let err = rd_kafka_assign(handle, starts.isEmpty ? nil : list)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            throw KafkaError(.consume, "assign \(starts.keys.sorted().map(\.description)) failed: \(Self.describe(err))", brokerCode: err.rawValue)
+        }
+    }
+
     /// Committed offsets of the group for these partitions; partitions with none are omitted.
     func committed(_ partitions: [TopicPartition], timeoutMs: Int32) throws(KafkaError) -> [TopicPartition: Int64] {
         let list = Self.makeList(partitions.map { ($0, Int64(RD_KAFKA_OFFSET_INVALID)) })
