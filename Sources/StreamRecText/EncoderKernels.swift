@@ -65,17 +65,18 @@ enum EncoderKernels {
         }
     }
 
-    /// erf by Abramowitz & Stegun 7.1.28, |error| ≤ 3e-7 (far below Float32 GELU noise), written
-    /// without library calls so `gelu`'s loop vectorises: libm's erff would cost about as much as
-    /// the FFN's GEMM at these shapes.
+    /// erf by Abramowitz & Stegun 7.1.28, |error| ≤ 3e-7, far below the Float32 noise of the
+    /// GEMMs around it. Evaluated in Double (the p¹⁶ step would amplify Float rounding to ~1e-6)
+    /// and without library calls so `gelu`'s loop vectorises: libm's erff would cost about as
+    /// much as the FFN's GEMMs at these shapes.
     @inline(__always)
     static func erf(_ x: Float) -> Float {
-        let a1: Float = 0.0705230784, a2: Float = 0.0422820123, a3: Float = 0.0092705272
-        let a4: Float = 0.0001520143, a5: Float = 0.0002765672, a6: Float = 0.0000430638
-        let t = Swift.abs(x)
+        let a1 = 0.0705230784, a2 = 0.0422820123, a3 = 0.0092705272
+        let a4 = 0.0001520143, a5 = 0.0002765672, a6 = 0.0000430638
+        let t = Double(Swift.abs(x))
         var p = 1 + t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * (a5 + t * a6)))))
         p = p * p; p = p * p; p = p * p; p = p * p  // p^16
-        let e = 1 - 1 / p
+        let e = Float(1 - 1 / p)
         return x < 0 ? -e : e
     }
 

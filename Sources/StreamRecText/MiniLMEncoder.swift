@@ -181,12 +181,8 @@ final class EncoderWeights: @unchecked Sendable {
         layout = ParameterLayout(c)
         base = .allocate(capacity: layout.count)
         base.initialize(repeating: 0, count: layout.count)
-        do {
-            try load(config: c, tensors: tensors)
-        } catch {
-            base.deallocate()
-            throw error
-        }
+        // Every stored property is set, so when `load` throws, deinit runs and frees `base`.
+        try load(config: c, tensors: tensors)
     }
 
     deinit { base.deallocate() }

@@ -71,7 +71,7 @@ final class GoldenParityTests: XCTestCase {
         XCTAssertEqual(encoder.dimension, 384)
         // A small batch size so several batches and both workers are exercised.
         let embeddings = encoder.encode(golden.cases.map(\.text), batchSize: 8)
-        var minimumCosine: Float = 1, maximumDifference: Float = 0
+        var minimumCosine: Double = 1, maximumDifference: Float = 0
         for (item, embedding) in zip(golden.cases, embeddings) {
             XCTAssertEqual(embedding.count, item.embedding.count)
             let cosine = Self.cosine(embedding, item.embedding)
@@ -81,7 +81,8 @@ final class GoldenParityTests: XCTestCase {
             minimumCosine = min(minimumCosine, cosine)
             maximumDifference = max(maximumDifference, difference)
         }
-        print("MiniLM golden parity over \(golden.cases.count) cases: min cosine \(minimumCosine), max |diff| \(maximumDifference)")
+        print(String(format: "MiniLM golden parity over %d cases: min cosine %.9f, max |diff| %.3g",
+                     golden.cases.count, minimumCosine, Double(maximumDifference)))
     }
 
     func testBatchingDoesNotChangeEmbeddings() throws {
@@ -100,9 +101,9 @@ final class GoldenParityTests: XCTestCase {
         XCTAssertEqual(encoder.encode([]), [])
     }
 
-    static func cosine(_ a: [Float], _ b: [Float]) -> Float {
+    static func cosine(_ a: [Float], _ b: [Float]) -> Double {
         var dot: Double = 0, aa: Double = 0, bb: Double = 0
         for (x, y) in zip(a, b) { dot += Double(x) * Double(y); aa += Double(x) * Double(x); bb += Double(y) * Double(y) }
-        return Float(dot / max((aa * bb).squareRoot(), 1e-30))
+        return dot / max((aa * bb).squareRoot(), 1e-30)
     }
 }
