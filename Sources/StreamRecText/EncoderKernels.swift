@@ -46,14 +46,55 @@ enum EncoderKernels {
         let n = Float(cols)
         for r in 0..<rows {
             let xr = x + r * cols, o = out + r * cols
-            var sum: Float = 0
-            for c in 0..<cols { sum += xr[c] }
-            let mean = sum / n
-            var squares: Float = 0
-            for c in 0..<cols { let d = xr[c] - mean; squares += d * d }
-            let inverse = 1 / (squares / n + eps).squareRoot()
+            let mean = sum(xr, count: cols) / n
+            let inverse = 1 / (squaredDeviations(xr, from: mean, count: cols) / n + eps).squareRoot()
             for c in 0..<cols { o[c] = (xr[c] - mean) * inverse * gamma[c] + beta[c] }
         }
+    }
+
+    // Reductions with eight partial sums: a plain Float loop cannot be vectorised (its order of
+    // additions is fixed) and would be latency-bound.
+
+    @inline(__always)
+    static func sum(_ a: UnsafePointer<Float>, count n: Int) -> Float {
+        var partial = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            partial += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
+            i += 8
+        }
+        var total = partial.sum()
+        while i < n { total += a[i]; i += 1 }
+        return total
+    }
+
+    @inline(__always)
+    static func squaredDeviations(_ a: UnsafePointer<Float>, from mean: Float, count n: Int) -> Float {
+        var partial = SIMD8<Float>()
+        let m = SIMD8<Float>(repeating: mean)
+        var i = 0
+        while i + 8 <= n {
+            let d = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) - m
+            partial += d * d
+            i += 8
+        }
+        var total = partial.sum()
+        while i < n { let d = a[i] - mean; total += d * d; i += 1 }
+        return total
+    }
+
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count n: Int) -> Float {
+        var partial = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            partial += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
+                * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            i += 8
+        }
+        var total = partial.sum()
+        while i < n { total += a[i] * b[i]; i += 1 }
+        return total
     }
 
     /// In place: x = x · Φ(x) = 0.5 · x · (1 + erf(x / √2)), BERT's exact ("erf") GELU.
@@ -126,10 +167,7 @@ enum EncoderKernels {
                     for i in 0..<length {
                         let qi = q + i * stride
                         for j in 0..<length {
-                            let kj = k + j * stride
-                            var dot: Float = 0
-                            for c in 0..<headSize { dot += qi[c] * kj[c] }
-                            scores[j] = dot
+                            scores[j] = dot(qi, k + j * stride, count: headSize)
                         }
                         softmax(scores, count: length, scale: scale)
                         let oi = o + i * hidden
