@@ -241,8 +241,8 @@ final class EncoderWeights: @unchecked Sendable {
 /// models (bge-small, e5-small) go in a sibling folder of their own under models/ and load the
 /// same way; see the notes at the top of this file and docs/models.md.
 ///
-/// Threads: `encode` splits each batch across `threads` workers, each running OpenBLAS
-/// single-threaded; creating an encoder sets OpenBLAS to one thread for the whole process.
+/// Threads: `encode` runs `threads` workers that take batches from a shared queue, each running
+/// OpenBLAS single-threaded; creating an encoder sets OpenBLAS to one thread for the whole process.
 /// An encoder is immutable and may be shared; concurrent `encode` calls each use `threads` workers.
 public final class SentenceEncoder: Sendable {
     public let config: BertConfig
@@ -308,8 +308,9 @@ public final class SentenceEncoder: Sendable {
     // MARK: - Encoding
 
     /// Embeddings of `texts`, in order, each `dimension` floats of unit L2 norm.
-    /// Texts are sorted by token count and cut into batches of at most `batchSize`; each batch is
-    /// packed without padding and split between the worker threads by token count.
+    /// Texts are sorted by token count and cut into batches of at most `batchSize` similar
+    /// lengths; each batch is packed without padding (one forward pass), and the `threads`
+    /// workers take batches from a shared queue, longest first.
     public func encode(_ texts: [String], batchSize: Int = 64) -> [[Float]] {
         encode(tokenIDs: texts.map(tokenizer.encode), batchSize: batchSize)
     }
@@ -319,39 +320,29 @@ public final class SentenceEncoder: Sendable {
         let n = inputs.count
         guard n > 0 else { return [] }
         let h = config.hiddenSize
-        let order = inputs.indices.sorted { (inputs[$0].count, $0) < (inputs[$1].count, $1) }
+        let batches = Self.batches(lengths: inputs.map(\.count), batchSize: batchSize, workers: threads)
         let output = SharedFloats(count: n * h)
         defer { output.deallocate() }
-        let size = max(1, batchSize)
-        var first = 0
-        while first < n {
-            let batch = Array(order[first..<min(n, first + size)])
-            first += batch.count
-            let parts = Self.split(batch, by: { inputs[$0].count }, into: threads)
-            DispatchQueue.concurrentPerform(iterations: parts.count) { part in
-                self.forward(parts[part].map { inputs[$0] }, rows: parts[part], output: output)
+        // Workers pull the next batch instead of meeting at a barrier after each one, so a worker
+        // that the OS deschedules (the cores here are shared) does not hold the other up.
+        let queue = WorkQueue(count: batches.count)
+        DispatchQueue.concurrentPerform(iterations: min(threads, batches.count)) { _ in
+            while let next = queue.next() {
+                let rows = batches[next]
+                self.forward(rows.map { inputs[$0] }, rows: rows, output: output)
             }
         }
         return (0..<n).map { Array(UnsafeBufferPointer(start: output.base + $0 * h, count: h)) }
     }
 
-    /// Contiguous parts of `items` with about equal total weight, at most `count` non-empty parts.
-    static func split(_ items: [Int], by weight: (Int) -> Int, into count: Int) -> [[Int]] {
-        guard count > 1, items.count > 1 else { return [items] }
-        let total = items.reduce(0) { $0 + weight($1) }
-        var parts: [[Int]] = []
-        var current: [Int] = []
-        var accumulated = 0
-        for item in items {
-            current.append(item)
-            accumulated += weight(item)
-            if parts.count < count - 1, accumulated * count >= total * (parts.count + 1) {
-                parts.append(current)
-                current = []
-            }
-        }
-        if !current.isEmpty { parts.append(current) }
-        return parts
+    /// Indices of the inputs grouped into forward passes: sorted by length, longest first (so the
+    /// heaviest passes start first and the short ones fill the tail), at most `batchSize` per pass,
+    /// and small enough that every worker gets a share of a small input.
+    static func batches(lengths: [Int], batchSize: Int, workers: Int) -> [[Int]] {
+        let order = lengths.indices.sorted { (lengths[$0], $1) > (lengths[$1], $0) }
+        let share = (order.count + max(1, workers) - 1) / max(1, workers)
+        let size = max(1, min(batchSize, share))
+        return stride(from: 0, to: order.count, by: size).map { Array(order[$0..<min(order.count, $0 + size)]) }
     }
 
     /// One worker's forward pass over `sequences`, writing embedding k to output row rows[k].
@@ -474,6 +465,21 @@ public final class SentenceEncoder: Sendable {
                                          batchSize: Int = 64, repeats: Int = 3) throws -> Throughput {
         try SentenceEncoder(directory: modelDirectory, threads: threads)
             .measureThroughput(texts: texts, batchSize: batchSize, repeats: repeats)
+    }
+}
+
+/// Hands out 0, 1, 2, ... count-1 once each to whichever thread asks.
+final class WorkQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private var taken = 0
+    private let count: Int
+    init(count: Int) { self.count = count }
+    func next() -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard taken < count else { return nil }
+        taken += 1
+        return taken - 1
     }
 }
 

@@ -225,12 +225,24 @@ final class EncoderKernelTests: XCTestCase {
         XCTAssertEqual(pooled[1], 0.8, accuracy: 1e-6)
     }
 
-    func testSplitBalancesTokens() {
-        let lengths = [10, 10, 10, 10, 40]
-        let parts = SentenceEncoder.split(Array(0..<5), by: { lengths[$0] }, into: 2)
-        XCTAssertEqual(parts, [[0, 1, 2, 3], [4]])
-        XCTAssertEqual(SentenceEncoder.split([7], by: { _ in 1 }, into: 2), [[7]])
-        XCTAssertEqual(SentenceEncoder.split([1, 2, 3], by: { _ in 1 }, into: 1), [[1, 2, 3]])
-        XCTAssertEqual(SentenceEncoder.split([1, 2, 3, 4], by: { _ in 1 }, into: 2), [[1, 2], [3, 4]])
+    func testBatchesAreSortedLongestFirstAndShared() {
+        let lengths = [5, 9, 3, 9, 7, 1]
+        XCTAssertEqual(SentenceEncoder.batches(lengths: lengths, batchSize: 4, workers: 1), [[1, 3, 4, 0], [2, 5]])
+        // A small input is cut so that both workers get some.
+        XCTAssertEqual(SentenceEncoder.batches(lengths: lengths, batchSize: 64, workers: 2), [[1, 3, 4], [0, 2, 5]])
+        XCTAssertEqual(SentenceEncoder.batches(lengths: [4], batchSize: 64, workers: 2), [[0]])
+        XCTAssertEqual(SentenceEncoder.batches(lengths: [], batchSize: 64, workers: 2), [])
+        XCTAssertEqual(SentenceEncoder.batches(lengths: [2, 2], batchSize: 0, workers: 2), [[0], [1]])
+    }
+
+    func testWorkQueueHandsOutEachIndexOnce() {
+        let queue = WorkQueue(count: 1000)
+        let seen = SharedFloats(count: 1000)
+        defer { seen.deallocate() }
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            while let k = queue.next() { seen.base[k] += 1 }
+        }
+        XCTAssertEqual(UnsafeBufferPointer(start: seen.base, count: 1000).allSatisfy { $0 == 1 }, true)
+        XCTAssertNil(queue.next())
     }
 }
