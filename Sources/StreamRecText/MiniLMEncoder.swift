@@ -315,10 +315,19 @@ public final class SentenceEncoder: Sendable {
         encode(tokenIDs: texts.map(tokenizer.encode), batchSize: batchSize)
     }
 
-    /// Embeddings of already tokenized inputs (each [CLS] ... [SEP], at most max positions long).
+    /// Embeddings of already tokenized inputs (each [CLS] ... [SEP]). Every id must be below
+    /// config.vocabSize and every input at most config.maxPositionEmbeddings long (a programming
+    /// error otherwise: this traps rather than read outside the weights).
     public func encode(tokenIDs inputs: [[Int32]], batchSize: Int = 64) -> [[Float]] {
         let n = inputs.count
         guard n > 0 else { return [] }
+        let vocabulary = Int32(config.vocabSize)
+        for input in inputs {
+            precondition(input.count <= config.maxPositionEmbeddings,
+                         "SentenceEncoder: \(input.count) tokens exceed max_position_embeddings \(config.maxPositionEmbeddings)")
+            precondition(input.allSatisfy { $0 >= 0 && $0 < vocabulary },
+                         "SentenceEncoder: token id outside 0..<\(vocabulary)")
+        }
         let h = config.hiddenSize
         let batches = Self.batches(lengths: inputs.map(\.count), batchSize: batchSize, workers: threads)
         let output = SharedFloats(count: n * h)
