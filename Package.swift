@@ -36,6 +36,10 @@ let package = Package(
         .target(name: "StreamRecNumerics", dependencies: ["COpenBLAS"]),
         // Recommenders, datasets and offline evaluation. No Kafka, no LevelDB.
         .target(name: "StreamRecModels", dependencies: ["COpenBLAS", "StreamRecNumerics", "StreamRecCollections"]),
+        // Text: BERT WordPiece tokenizer, safetensors reader, native MiniLM sentence encoder.
+        .target(name: "StreamRecText", dependencies: ["COpenBLAS"]),
+        // Encoder throughput on an items.tsv (ops/bench-minilm.sh); not a product.
+        .executableTarget(name: "streamrec-textbench", dependencies: ["StreamRecText"]),
         // The live pipeline: events, config, micro-batch processing, service, metrics, demo.
         .target(name: "StreamRecService", dependencies: [
             "StreamRecKafka", "StreamRecStorage", "StreamRecModels",
@@ -58,6 +62,7 @@ let package = Package(
         .testTarget(name: "StreamRecStorageTests", dependencies: ["StreamRecStorage", "StreamRecCollections"]),
         .testTarget(name: "StreamRecNumericsTests", dependencies: ["StreamRecNumerics"]),
         .testTarget(name: "StreamRecModelsTests", dependencies: ["StreamRecModels", "StreamRecNumerics"]),
+        .testTarget(name: "StreamRecTextTests", dependencies: ["StreamRecText"]),
         .testTarget(name: "StreamRecServiceTests", dependencies: [
             "StreamRecService", "StreamRecKafka", "StreamRecStorage", "StreamRecModels",
             .product(name: "Logging", package: "swift-log"),
