@@ -146,9 +146,9 @@ public final class SASRecTrainer {
                                               loss: lossSum / Double(s + 1), sequencesPerSecond: rate, eta: max(0, remaining) / rate))
                 }
             }
-            let seconds = Date().timeIntervalSince(epochStart)
-            var record = EpochRecord(epoch: epoch, loss: lossSum / Double(max(1, stepsPerEpoch)), seconds: seconds,
-                                     sequencesPerSecond: Double(sequences.count) / seconds)
+            let trainingSeconds = Date().timeIntervalSince(epochStart)
+            var record = EpochRecord(epoch: epoch, loss: lossSum / Double(max(1, stepsPerEpoch)), seconds: trainingSeconds,
+                                     sequencesPerSecond: Double(sequences.count) / trainingSeconds)
             epochsDone = epoch
             var stop = false
             if epoch % max(1, c.evalEvery) == 0 || epoch == c.epochs {
@@ -166,6 +166,9 @@ public final class SASRecTrainer {
                 log?(String(format: "epoch %d: loss %.4f, validation NDCG@10 %.4f HR@10 %.4f (best %.4f)%@", epoch, record.loss, ndcg, hr, bestNDCG,
                             stop ? ", stopping early" : ""))
             }
+            // Wall time of the epoch, validation included: summed over the history it is the
+            // run's training time, across resumes.
+            record.seconds = Date().timeIntervalSince(epochStart)
             history.append(record)
             if let checkpoint { try saveCheckpoint(checkpoint) }
             if stop { break }
@@ -175,6 +178,7 @@ public final class SASRecTrainer {
         }
         model.metrics["validation_ndcg10"] = bestNDCG
         model.metrics["epochs"] = Double(epochsDone)
+        model.metrics["train_seconds"] = history.reduce(0) { $0 + $1.seconds }
     }
 
     /// NDCG@10 and HR@10 on validation cases, full ranking with the history excluded.

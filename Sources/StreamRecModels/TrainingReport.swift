@@ -21,7 +21,7 @@ public enum TrainingReport {
 
     /// Two panels side by side: loss per epoch, validation NDCG@10 per validated epoch.
     public static func svg(title: String, history: [EpochRecord]) -> String {
-        let width = 900.0, height = 340.0, panel = 400.0, top = 40.0, plotHeight = 250.0
+        let width = 900.0, height = 350.0, panel = 400.0, top = 52.0, plotHeight = 250.0
         func polyline(_ points: [(Double, Double)], x0: Double, color: String, label: String) -> String {
             guard let minX = points.map(\.0).min(), let maxX = points.map(\.0).max(),
                   let minY = points.map(\.1).min(), let maxY = points.map(\.1).max() else {

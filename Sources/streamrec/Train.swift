@@ -99,15 +99,15 @@ struct Train: ParsableCommand {
         }, log: { message in
             FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + message + "\n").utf8))
         })
-        let wall = Date().timeIntervalSince(start)
-        sasrec.metrics["train_seconds"] = wall
+        // Training time across resumes (sum of epoch wall times); this invocation's wall time is printed too.
+        let wall = sasrec.metrics["train_seconds"] ?? Date().timeIntervalSince(start)
         try sasrec.save(to: out)
         let settings = config.hyperParameters.merging(["data": data, "holdout": holdout.rawValue]) { a, _ in a }
         try TrainingReport.markdown(model: "sasrec", snapshot: out, settings: settings, history: trainer.history,
                                     metrics: sasrec.metrics, wallSeconds: wall).write(toFile: out + ".report.md", atomically: true, encoding: .utf8)
         try TrainingReport.svg(title: "SASRec on \(data)", history: trainer.history).write(toFile: out + ".report.svg", atomically: true, encoding: .utf8)
-        print(String(format: "trained sasrec: best validation NDCG@10 %.4f after %d epochs in %@ -> %@ (report: %@.report.md)",
-                     trainer.bestNDCG, trainer.completedEpochs, formatDuration(wall), out, out))
+        print(String(format: "trained sasrec: best validation NDCG@10 %.4f after %d epochs, %@ of training (this run %@) -> %@ (report: %@.report.md)",
+                     trainer.bestNDCG, trainer.completedEpochs, formatDuration(wall), formatDuration(Date().timeIntervalSince(start)), out, out))
     }
 }
 
