@@ -7,30 +7,10 @@ import Foundation
 public enum Kernels {
     // MARK: - exp
 
-    /// e^x for 8 lanes: Cody-Waite range reduction and a degree-6 polynomial (relative error
-    /// ~2e-7 over the float range), so a softmax over 100k logits is not bound by libm.
-    @inline(__always)
-    public static func exp8(_ input: SIMD8<Float>) -> SIMD8<Float> {
-        var x = input.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.3))
-        let fx = (x * 1.442_695_04 + 0.5).rounded(.down)
-        x = x - fx * 0.693_359_375
-        x = x + fx * 2.121_944_4e-4
-        let z = x * x
-        var y = SIMD8<Float>(repeating: 1.987_569_15e-4)
-        y = y * x + 1.398_199_950_7e-3
-        y = y * x + 8.333_451_907_3e-3
-        y = y * x + 4.166_579_589_4e-2
-        y = y * x + 1.666_666_545_9e-1
-        y = y * x + 5.000_000_120_1e-1
-        y = y * z + x + 1
-        let n = SIMD8<Int32>(truncatingIfNeeded: SIMD8<Int32>(fx, rounding: .towardZero) &+ 127)
-        let scale = unsafeBitCast(n &<< 23, to: SIMD8<Float>.self)
-        return y * scale
-    }
-
-    /// In place: x[i] = exp(x[i] - shift); returns the sum. Written as plain scalar code with
-    /// only wrapping integer ops so LLVM vectorises it (Swift's generic SIMD conversions and
-    /// rounding do not compile to vector instructions); relative error ~2e-7.
+    /// In place: x[i] = exp(x[i] - shift); returns the sum. Cody-Waite range reduction and a
+    /// degree-6 polynomial (relative error ~2e-7), written as plain scalar code with only
+    /// wrapping integer ops so LLVM vectorises it (Swift's generic SIMD conversions and rounding
+    /// do not compile to vector instructions); a softmax over 100k logits is not bound by libm.
     @inline(__always)
     public static func expShiftSum(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
         for i in 0..<n {

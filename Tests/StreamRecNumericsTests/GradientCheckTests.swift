@@ -181,16 +181,23 @@ func randomTensor(_ shape: [Int], seed: UInt64, scale: Float = 1, offset: Float 
 
 @Suite struct KernelTests {
     @Test func vectorExpMatchesLibm() {
-        var worst: Float = 0
+        var xs: [Float] = []
         var x: Float = -80
-        while x < 80 {
-            let lanes = SIMD8<Float>((0..<8).map { x + Float($0) * 0.013 })
-            let got = Kernels.exp8(lanes)
-            for i in 0..<8 { worst = max(worst, abs(got[i] - exp(lanes[i])) / exp(lanes[i])) }
-            x += 0.37
+        while x < 80 { xs.append(x); x += 0.0371 }
+        var got = xs
+        let sum = got.withUnsafeMutableBufferPointer { Kernels.expShiftSum($0.baseAddress!, $0.count, shift: 1) }
+        var worst: Float = 0, expectedSum: Double = 0
+        for (i, v) in xs.enumerated() {
+            let want = exp(v - 1)
+            expectedSum += Double(want)
+            worst = max(worst, abs(got[i] - want) / want)
         }
         #expect(worst < 1e-6)
-        #expect(Kernels.exp8(SIMD8(repeating: -200))[0] < 1e-37)
+        #expect(abs(Double(sum) - expectedSum) / expectedSum < 1e-5)
+        // Below the float range: exactly 0 (a -infinity mask must weigh nothing).
+        var tiny: [Float] = [-200, -.infinity]
+        _ = tiny.withUnsafeMutableBufferPointer { Kernels.expShiftSum($0.baseAddress!, 2, shift: 0) }
+        #expect(tiny == [0, 0])
     }
 
     @Test func softmaxRowHandlesMasks() {
