@@ -19,8 +19,10 @@ public enum ModelLoader {
             recommender = try TransitionModel.load(snapshot).bind { vocabulary.idOrAssign($0) }
         case SASRec.kind:
             recommender = try SASRec.load(snapshot).bind(cacheUsers: config.cacheUsers) { vocabulary.idOrAssign($0) }
+        case let kind where DiffuRec.kinds.contains(kind):
+            recommender = try DiffuRec.load(snapshot).bind { vocabulary.idOrAssign($0) }
         default:
-            throw ModelError(.unsupported, "snapshot \(path): model kind '\(snapshot.manifest.kind)' cannot be served by this build (known: \(TransitionModel.kind), \(SASRec.kind)); upgrade streamrec or pass another snapshot")
+            throw ModelError(.unsupported, "snapshot \(path): model kind '\(snapshot.manifest.kind)' cannot be served by this build (known: \(([TransitionModel.kind, SASRec.kind] + DiffuRec.kinds).joined(separator: ", "))); upgrade streamrec or pass another snapshot")
         }
         if vocabulary.hasPending {
             var writes = WriteBatch()
