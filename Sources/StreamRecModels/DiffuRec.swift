@@ -158,6 +158,8 @@ public struct DiffusionSchedule: Sendable, Equatable {
             func f(_ t: Double) -> Double { let c = Foundation.cos((t / Double(steps) + 0.008) / 1.008 * Double.pi / 2); return c * c }
             betas = (0..<steps).map { min(1 - f(Double($0 + 1)) / f(Double($0)), 0.999) }
         }
+        // The linear forms exceed 1 for small T (truncated linear: T < 20); clip like cosine.
+        betas = betas.map { min($0, 0.999) }
         self.betas = betas
         var abar: [Double] = []
         var product = 1.0
@@ -472,18 +474,23 @@ public final class DiffuRec: @unchecked Sendable {
         var q = (0..<(w * d)).map { _ in rng.normal() }
         var z = [Float](repeating: 0, count: w * d)
         func orthonormalize(_ m: inout [Float]) {
-            // columns of m [w, d]
-            for c in 0..<d {
-                for p in 0..<c {
-                    var dot: Double = 0
-                    for r in 0..<w { dot += Double(m[r * d + c]) * Double(m[r * d + p]) }
-                    for r in 0..<w { m[r * d + c] -= Float(dot) * m[r * d + p] }
+            // Modified Gram-Schmidt on the columns of m [w, d], in double, twice ("twice is
+            // enough": one pass leaves near-null columns visibly non-orthogonal in float).
+            var a = m.map(Double.init)
+            for _ in 0..<2 {
+                for c in 0..<d {
+                    for p in 0..<c {
+                        var dot = 0.0
+                        for r in 0..<w { dot += a[r * d + c] * a[r * d + p] }
+                        for r in 0..<w { a[r * d + c] -= dot * a[r * d + p] }
+                    }
+                    var norm = 0.0
+                    for r in 0..<w { norm += a[r * d + c] * a[r * d + c] }
+                    let inv = norm > 0 ? 1 / norm.squareRoot() : 0
+                    for r in 0..<w { a[r * d + c] *= inv }
                 }
-                var norm: Double = 0
-                for r in 0..<w { norm += Double(m[r * d + c]) * Double(m[r * d + c]) }
-                let inv = norm > 0 ? Float(1 / norm.squareRoot()) : 0
-                for r in 0..<w { m[r * d + c] *= inv }
             }
+            m = a.map(Float.init)
         }
         orthonormalize(&q)
         for _ in 0..<30 {
