@@ -66,8 +66,9 @@ public final class DiffuRecTrainer {
             for j in 0..<d { signal[s * d + j] = a; noise[s * d + j] *= sigma }
         }
         let xt = tape.add(tape.mul(x0, Tensor(signal, shape: [b, d])), Tensor(noise, shape: [b, d]))
-        var lambdaRng = [RandomSource](repeating: RandomSource(seed: rng.next()), count: 1)
-        let lambda = model.lambda(SequenceLayout(lengths: [layout.total]), rngs: &lambdaRng)
+        // lambda for the whole batch from the trainer's stream (one "sequence" of N rows).
+        var lambdaStream = [RandomSource(seed: rng.next())]
+        let lambda = model.lambda(SequenceLayout(lengths: [layout.total]), rngs: &lambdaStream)
         let x0Hat = model.approximate(tape, sequence: e, queries: queries, layout: layout, xt: xt, steps: steps, lambda: lambda)
         let loss = tape.softmaxCrossEntropy(x0Hat, table: model.store["item_embedding"], targets: kept)
         tape.backward(loss)
