@@ -125,3 +125,42 @@ public enum SASRecBenchmark {
         return (Double(order.count) / seconds, Timing(p50Ms: times[times.count / 2], p99Ms: times[min(times.count - 1, times.count * 99 / 100)], minMs: times[0]))
     }
 }
+
+public enum DiffuRecBenchmark {
+    /// Beauty shapes as the peer's DiffuApprox: 12,101 items, d=128, L=100, 4 blocks, 4 heads,
+    /// T=32 (the baseline variant: the peer has no cross-attention).
+    public static func model(items: Int = 12101, width: Int = 128, length: Int = 100, blocks: Int = 4,
+                             variant: DiffuRecConfig.Variant = .diffurec) -> DiffuRec {
+        var config = DiffuRecConfig()
+        config.variant = variant
+        config.width = width; config.blocks = blocks; config.maxLength = length
+        config.heads = width % 4 == 0 ? 4 : 1
+        return DiffuRec(config: config, items: (0..<items).map { "i\($0)" })
+    }
+
+    /// Training samples/s (p50 step): `batch` full-length histories, one target each.
+    public static func training(_ m: DiffuRec = model(), batch: Int = 256, steps: Int = 10) -> (seqPerSecond: Double, timing: Timing) {
+        let trainer = DiffuRecTrainer(model: m)
+        let data = SASRecBenchmark.randomSequences(batch, length: m.config.maxLength + 1, items: m.items.count, seed: 1)
+        let histories = data.map { $0.dropLast() }, targets = data.map { $0.last! }
+        let t = Timing.measure(steps, warmup: 2) { trainer.step(histories: histories, targets: targets, lr: 1e-3) }
+        return (Double(batch) / (t.p50Ms / 1000), t)
+    }
+
+    /// Latency of scoring `users` full-length histories with K sampling steps (one seed),
+    /// scoring and top-10 included; users/s for a batch.
+    public static func inference(_ m: DiffuRec = model(), users: Int, sampleSteps: Int, runs: Int) -> (usersPerSecond: Double, timing: Timing) {
+        let histories = SASRecBenchmark.randomSequences(users, length: m.config.maxLength, items: m.items.count, seed: 2)
+        let v = m.items.count
+        var scores = [Float](repeating: 0, count: users * v)
+        let t = Timing.measure(runs, warmup: 1) {
+            scores.withUnsafeMutableBufferPointer { buffer in
+                m.scoreAll(histories: histories, seeds: [1], sampleSteps: sampleSteps, into: buffer.baseAddress!)
+                Parallel.chunks(users) { range, _ in
+                    for u in range { _ = TopK.select(Array(buffer[(u * v)..<((u + 1) * v)]), k: 10) }
+                }
+            }
+        }
+        return (Double(users) / (t.p50Ms / 1000), t)
+    }
+}

@@ -50,6 +50,27 @@ extension Tape {
         return out
     }
 
+    /// out[T, d]: row r of sequence s is x[s] (x [B, d], B = layout.count). Puts one vector per
+    /// sequence (a diffusion state, a step embedding) onto every position of that sequence;
+    /// backward sums each sequence's position gradients into its row.
+    public func broadcastRows(_ x: Tensor, layout: SequenceLayout) -> Tensor {
+        let d = x.cols
+        precondition(x.rows == layout.count, "broadcastRows: \(x.rows) rows for \(layout.count) sequences")
+        let out = output([layout.total, d], x)
+        for s in 0..<layout.count {
+            for i in 0..<layout.lengths[s] { (out.data + (layout.offsets[s] + i) * d).update(from: x.data + s * d, count: d) }
+        }
+        if out.requiresGrad {
+            record {
+                let g = out.grad, xg = x.grad
+                for s in 0..<layout.count {
+                    for i in 0..<layout.lengths[s] { BLAS.axpy(d, 1, g + (layout.offsets[s] + i) * d, xg + s * d) }
+                }
+            }
+        }
+        return out
+    }
+
     // MARK: - elementwise
 
     /// a + b, with b broadcast over a's leading axes when b is smaller (b.shape a suffix of a.shape).

@@ -8,7 +8,9 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference speed at the PyTorch peer's shapes (make bench runs the peer too).")
 
-    @Option(help: "Parts: all, sasrec-train, sasrec-infer.") var only: String = "all"
+    @Option(help: "Parts: all, sasrec-train, sasrec-infer, diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps).") var only: String = "all"
+    @Option(help: "Fewer sampling steps also measured for diffurec-infer (the peer runs all 32).") var fewSteps: Int = 4
+    @Option(help: "Shrink the diffurec shapes (items,width,length,blocks), e.g. 2000,32,50,2, for a quick look.") var diffurecShape: String?
     @Option(help: "Write our figures as JSON here.") var json: String?
     @Option(help: "The peer's JSON (pytorch_peer.py --json) from this session: print ratios.") var peer: String?
     @Flag(help: "Fewer repetitions.") var quick = false
@@ -31,6 +33,35 @@ struct Bench: ParsableCommand {
             ours["sasrec_infer_b256"] = ["users_per_s": usersPerSecond, "p50_ms": t.p50Ms]
             let (eventsPerSecond, batchTiming) = SASRecBenchmark.servingStream()
             ours["sasrec_serve_stream_b100"] = ["events_per_s": eventsPerSecond, "p50_ms": batchTiming.p50Ms, "p99_ms": batchTiming.p99Ms]
+        }
+        var diffuShape = (items: 12101, width: 128, length: 100, blocks: 4)
+        if let text = diffurecShape {
+            let v = text.split(separator: ",").compactMap { Int($0) }
+            guard v.count == 4, v.allSatisfy({ $0 > 0 }) else { throw ValidationError("--diffurec-shape wants items,width,length,blocks") }
+            diffuShape = (v[0], v[1], v[2], v[3])
+        }
+        // A shrunken shape is not the peer's: its keys get a suffix so no ratio is printed.
+        let suffix = diffurecShape == nil ? "" : "_small"
+        let diffu = { DiffuRecBenchmark.model(items: diffuShape.items, width: diffuShape.width, length: diffuShape.length, blocks: diffuShape.blocks) }
+        if only == "all" || only == "diffurec-train" {
+            let (rate, t) = DiffuRecBenchmark.training(diffu(), steps: quick ? 3 : 10)
+            ours["diffurec_train_ce" + suffix] = ["seq_per_s": rate, "p50_ms": t.p50Ms]
+        }
+        if only == "all" || only == "diffurec-infer" {
+            let m = diffu()
+            for k in Array(Set([32, fewSteps])).sorted() {
+                let one = DiffuRecBenchmark.inference(m, users: 1, sampleSteps: k, runs: quick ? 10 : 50)
+                ours["diffurec_infer_b1_\(k)steps" + suffix] = ["p50_ms": one.timing.p50Ms, "p99_ms": one.timing.p99Ms]
+                let many = DiffuRecBenchmark.inference(m, users: 256, sampleSteps: k, runs: quick ? 2 : 5)
+                ours["diffurec_infer_b256_\(k)steps" + suffix] = ["users_per_s": many.usersPerSecond, "p50_ms": many.timing.p50Ms]
+            }
+        }
+        if only == "diffurec-curve" {
+            let m = diffu()
+            for k in [1, 2, 4, 8, 32] {
+                let one = DiffuRecBenchmark.inference(m, users: 1, sampleSteps: k, runs: quick ? 10 : 30)
+                ours["diffurec_infer_b1_\(k)steps" + suffix] = ["p50_ms": one.timing.p50Ms, "p99_ms": one.timing.p99Ms]
+            }
         }
         var peerFigures: [String: [String: Double]] = [:]
         if let peer {

@@ -5,10 +5,10 @@ import StreamRecModels
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model from interaction sequences and write a snapshot.",
-        discussion: "sasrec writes a checkpoint every epoch (OUT.ckpt) and resumes from it with --resume; a report (OUT.report.md, OUT.report.svg) lands beside the snapshot.")
+        discussion: "sasrec and the diffusion models (diffurec, diffurecsys-v1, diffurecsys-v2) write a checkpoint every epoch (OUT.ckpt) and resume from it with --resume; a report (OUT.report.md, OUT.report.svg) lands beside the snapshot. Options without a value take the model's defaults (sasrec: the SASRec paper's; diffusion: DiffuRecSys section 6.2).")
 
     @OptionGroup var common: CommonOptions
-    @Option(help: "Model kind: transition, sasrec.") var model: String = "transition"
+    @Option(help: "Model kind: transition, sasrec, diffurec, diffurecsys-v1, diffurecsys-v2.") var model: String = "transition"
     @Option(help: "Training data: a directory with sequences.txt, a sequences .txt, MovieLens ratings.dat, or user,item,timestamp .csv.") var data: String
     @Option(help: "Snapshot file to write.") var out: String
     @Option(help: "loo: hold out each user's last two items (validation and test targets) so `streamrec evaluate` is honest; none: train on everything (for serving).")
@@ -16,16 +16,29 @@ struct Train: ParsableCommand {
 
     @Option(help: "Successors kept per item (transition).") var successors: Int = 50
 
-    @Option(help: "Epochs (sasrec).") var epochs: Int = 200
+    @Option(help: "Epochs (sasrec 200, diffusion 41).") var epochs: Int?
     @Option(help: "Loss (sasrec): ce (full softmax), bce (one negative, the paper's), sampled.") var loss: String = "ce"
     @Option(help: "Shared negatives per batch for --loss sampled.") var negatives: Int = 256
-    @Option(help: "Max sequence length L (sasrec): 200 for ML-1M, 50 for Beauty.") var maxLength: Int = 200
-    @Option(help: "Width d.") var width: Int = 64
-    @Option(help: "Transformer blocks.") var blocks: Int = 2
-    @Option(help: "Attention heads.") var heads: Int = 1
-    @Option(help: "Dropout rate.") var dropout: Float = 0.2
+    @Option(help: "Max sequence length L (sasrec 200: ML-1M, 50: Beauty; diffusion 100, DiffuRec used 50).") var maxLength: Int?
+    @Option(help: "Width d (sasrec 64, diffusion 128).") var width: Int?
+    @Option(help: "Transformer blocks (sasrec 2, diffusion 4).") var blocks: Int?
+    @Option(help: "Attention heads (sasrec 1, diffusion 4).") var heads: Int?
+    @Option(help: "Dropout rate (sasrec 0.2, diffusion transformer 0.1).") var dropout: Float?
     @Option(help: "Adam learning rate.") var lr: Float = 1e-3
-    @Option(help: "Sequences per batch.") var batchSize: Int = 128
+    @Option(help: "Sequences per batch (sasrec 128; diffusion: prefix samples per batch, 1024).") var batchSize: Int?
+
+    @Option(help: "Diffusion steps T (diffusion models).") var steps: Int = 32
+    @Option(help: "Reverse steps K run at inference and validation (<= T; strided).") var sampleSteps: Int?
+    @Option(help: "Seeded sampler runs S averaged at inference (Algorithm 3).") var seeds: Int = 1
+    @Option(help: "Offset-noise constant delta_c (diffurecsys-v2: training noise mean 0.1 delta_c).") var deltaC: Float = 1
+    @Option(help: "Noise schedule: trunc_lin, linear, cosine.") var schedule: String = "trunc_lin"
+    @Option(help: "Dropout on the sequence's item embeddings (diffusion).") var embeddingDropout: Float = 0.3
+    @Option(help: "lambda mean and std (diffusion; lambda ~ N(m, m^2) by default m = 0.001).") var lambda: Float = 0.001
+    @Option(help: "Adam L2 weight decay (sasrec 0, diffusion 1e-4).") var weightDecay: Float?
+    @Option(help: "Multiply the learning rate by --decay-gamma every this many epochs (diffusion).") var decayEvery: Int = 30
+    @Option(help: "Learning-rate decay factor (diffusion).") var decayGamma: Float = 0.1
+    @Option(help: "Gradient-norm clip, 0 = off.") var clipNorm: Float = 0
+    @Option(help: "Start the item table from vectors: TSV item_id<TAB>v1 v2 ... (reduced to --width by PCA; diffusion).") var embeddings: String?
     @Option(help: "Validate every N epochs.") var evalEvery: Int = 5
     @Option(help: "Stop after this many validations without improvement.") var patience: Int = 4
     @Option(help: "Random seed.") var seed: UInt64 = 42
@@ -41,7 +54,8 @@ struct Train: ParsableCommand {
             switch model {
             case "transition": try trainTransition()
             case "sasrec": try trainSASRec()
-            default: throw ValidationError("unknown model '\(model)'; available: transition, sasrec")
+            case let kind where DiffuRecConfig.Variant(rawValue: kind) != nil: try trainDiffuRec(DiffuRecConfig.Variant(rawValue: kind)!)
+            default: throw ValidationError("unknown model '\(model)'; available: transition, sasrec, diffurec, diffurecsys-v1, diffurecsys-v2")
             }
         } catch let error as ModelError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
@@ -68,6 +82,7 @@ struct Train: ParsableCommand {
         guard let lossKind = SASRecConfig.Loss(rawValue: loss) else {
             throw ValidationError("unknown --loss '\(loss)'; use ce, bce or sampled")
         }
+        let width = width ?? 64, heads = heads ?? 1
         guard width % heads == 0 else { throw ValidationError("--width \(width) must be a multiple of --heads \(heads)") }
         let start = Date()
         let dataset = try SequenceDataset.load(path: data)
@@ -77,10 +92,10 @@ struct Train: ParsableCommand {
             split.train = dataset.sequences.map { $0.items.map { split.rowOf[$0]! } }
         }
         var config = SASRecConfig()
-        config.epochs = epochs; config.loss = lossKind; config.negatives = negatives; config.maxLength = maxLength
-        config.width = width; config.blocks = blocks; config.heads = heads; config.dropout = dropout
-        config.learningRate = lr; config.batchSize = batchSize; config.evalEvery = evalEvery; config.patience = patience
-        config.seed = seed
+        config.epochs = epochs ?? 200; config.loss = lossKind; config.negatives = negatives; config.maxLength = maxLength ?? 200
+        config.width = width; config.blocks = blocks ?? 2; config.heads = heads; config.dropout = dropout ?? 0.2
+        config.learningRate = lr; config.batchSize = batchSize ?? 128; config.evalEvery = evalEvery; config.patience = patience
+        config.seed = seed; config.weightDecay = weightDecay ?? 0; config.clipNorm = clipNorm
         let sasrec = SASRec(config: config, items: split.items)
         sasrec.training = .init(users: dataset.sequences.count, items: split.items.count,
                                 interactions: split.train.reduce(0) { $0 + $1.count }, source: "\(data) (holdout \(holdout.rawValue))")
@@ -108,6 +123,63 @@ struct Train: ParsableCommand {
         try TrainingReport.svg(title: "SASRec on \(data)", history: trainer.history).write(toFile: out + ".report.svg", atomically: true, encoding: .utf8)
         print(String(format: "trained sasrec: best validation NDCG@10 %.4f after %d epochs, %@ of training (this run %@) -> %@ (report: %@.report.md)",
                      trainer.bestNDCG, trainer.completedEpochs, formatDuration(wall), formatDuration(Date().timeIntervalSince(start)), out, out))
+    }
+}
+
+extension Train {
+    private func trainDiffuRec(_ variant: DiffuRecConfig.Variant) throws {
+        guard let scheduleKind = DiffuRecConfig.Schedule(rawValue: schedule) else {
+            throw ValidationError("unknown --schedule '\(schedule)'; use trunc_lin, linear or cosine")
+        }
+        var config = DiffuRecConfig()
+        config.variant = variant
+        config.width = width ?? 128; config.blocks = blocks ?? 4; config.heads = heads ?? 4; config.maxLength = maxLength ?? 100
+        config.dropout = dropout ?? 0.1; config.embeddingDropout = embeddingDropout; config.steps = steps
+        config.sampleSteps = min(sampleSteps ?? steps, steps); config.seeds = seeds; config.offsetDelta = deltaC
+        config.schedule = scheduleKind; config.lambdaMean = lambda; config.lambdaStd = lambda
+        config.learningRate = lr; config.weightDecay = weightDecay ?? 1e-4; config.decayEvery = decayEvery; config.decayGamma = decayGamma
+        config.batchSize = batchSize ?? 1024; config.epochs = epochs ?? 41; config.evalEvery = evalEvery; config.patience = patience
+        config.clipNorm = clipNorm; config.seed = seed
+        guard config.width % config.heads == 0 else { throw ValidationError("--width \(config.width) must be a multiple of --heads \(config.heads)") }
+        guard steps >= 1, config.sampleSteps >= 1, seeds >= 1 else { throw ValidationError("--steps, --sample-steps and --seeds must be at least 1") }
+        let start = Date()
+        let dataset = try SequenceDataset.load(path: data)
+        var split = EncodedSplit(dataset)
+        if holdout == .none {
+            split.train = dataset.sequences.map { $0.items.map { split.rowOf[$0]! } }
+        }
+        let model = DiffuRec(config: config, items: split.items)
+        model.training = .init(users: dataset.sequences.count, items: split.items.count,
+                               interactions: split.train.reduce(0) { $0 + $1.count }, source: "\(data) (holdout \(holdout.rawValue))")
+        if let embeddings {
+            let set = try model.loadItemVectors(path: embeddings)
+            print("item table: \(set) of \(split.items.count) rows from \(embeddings)")
+        }
+        let trainer = DiffuRecTrainer(model: model)
+        let checkpointPath = checkpoint ?? out + ".ckpt"
+        if resume, FileManager.default.fileExists(atPath: checkpointPath) {
+            try trainer.resume(from: checkpointPath)
+            print("resumed from \(checkpointPath) after epoch \(trainer.completedEpochs)")
+        }
+        let samples = DiffuRecTrainer.samples(split.train).count
+        print("training \(variant.rawValue) on \(samples) prefix samples of \(split.train.count) sequences, \(split.items.count) items, \(split.validation.count) validation cases (sampler: \(config.sampleSteps) of \(config.steps) steps, \(config.seeds) seed(s))")
+        let isTerminal = isatty(STDERR_FILENO) != 0
+        try trainer.fit(split, checkpoint: checkpointPath, progressInterval: isTerminal ? 0.5 : 30, progress: { p in
+            let line = String(format: "epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %@", p.epoch, p.epochs, p.step, p.steps, p.loss,
+                              p.sequencesPerSecond, formatDuration(p.eta))
+            FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
+        }, log: { message in
+            FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + message + "\n").utf8))
+        })
+        let wall = Date().timeIntervalSince(start)
+        model.metrics["train_seconds"] = wall
+        try model.save(to: out)
+        let settings = config.hyperParameters.merging(["data": data, "holdout": holdout.rawValue]) { a, _ in a }
+        try TrainingReport.markdown(model: variant.rawValue, snapshot: out, settings: settings, history: trainer.history,
+                                    metrics: model.metrics, wallSeconds: wall).write(toFile: out + ".report.md", atomically: true, encoding: .utf8)
+        try TrainingReport.svg(title: "\(variant.rawValue) on \(data)", history: trainer.history).write(toFile: out + ".report.svg", atomically: true, encoding: .utf8)
+        print(String(format: "trained %@: best validation NDCG@10 %.4f after %d epochs in %@ -> %@ (report: %@.report.md)",
+                     variant.rawValue, trainer.bestNDCG, trainer.completedEpochs, formatDuration(wall), out, out))
     }
 }
 

@@ -55,6 +55,16 @@ func randomTensor(_ shape: [Int], seed: UInt64, scale: Float = 1, offset: Float 
         #expect(check.worstViolation() <= 0)
     }
 
+    @Test func broadcastRowsSumsEachSequencesPositions() {
+        let layout = SequenceLayout(lengths: [3, 1, 4])
+        let x = randomTensor([3, 5], seed: 31)
+        #expect(GradientCheck(inputs: [x]) { t, x in t.broadcastRows(x[0], layout: layout) }.worstViolation() <= 0)
+        let out = Tape(recording: false).broadcastRows(x, layout: layout)
+        #expect(out.shape == [8, 5])
+        #expect(Array(out.values[15..<20]) == Array(x.values[5..<10]))
+        #expect(Array(out.values[20..<25]) == Array(x.values[10..<15]) && Array(out.values[35..<40]) == Array(x.values[10..<15]))
+    }
+
     @Test func addAndMulWithBroadcast() {
         let a = randomTensor([4, 3], seed: 2), b = randomTensor([3], seed: 3)
         #expect(GradientCheck(inputs: [a, b]) { t, x in t.add(x[0], x[1]) }.worstViolation() <= 0)
