@@ -232,7 +232,9 @@ public enum RetrainDatasetBuilder {
                 throw RetrainError(.kafka, "cannot read the watermarks of \(tp): \(error); check the brokers are up")
             }
             var start = low
-            if let found = seek[tp] { start = found < 0 ? high : max(low, found) }
+            // -1 is ambiguous (no record that late, or a broker such as librdkafka's mock that
+            // cannot look times up): read the partition whole then; the time filter below decides.
+            if let found = seek[tp], found >= 0 { start = max(low, min(found, high)) }
             stats.offsets[partition] = (start, high)
             if start < high {
                 starts[tp] = start
