@@ -116,6 +116,39 @@ import StreamRecModels
         #expect(try registry.show(outcome.version).metrics["gate_baseline_ndcg@10"] == outcome.currentNDCG10)
     }
 
+    @Test func sasrecIsWarmStartedFromTheCurrentSASRecVersionWhenTheArchitectureMatches() throws {
+        let h = try MockClusterHarness(partitions: 2, trainingSequences: [["a", "b", "c"]])
+        func produceWalks(_ users: Range<Int>, items: Int, prefix: String, offset: Int64) throws {
+            try h.produce(users.flatMap { u in
+                (0..<8).map { k -> (key: String?, value: [UInt8]) in
+                    ("u\(u)", Self.json("u\(u)", "\(prefix)\((u + k) % items)", Self.base + offset + Int64(u * 100 + k)))
+                }
+            })
+        }
+        try produceWalks(0..<30, items: 30, prefix: "i", offset: 0)
+        let registry = try ModelRegistry(root: h.work.appendingPathComponent("registry").path, create: true)
+        var config = Self.retrainConfig(h, registry: registry.root.path)
+        config.retrain.model = .sasrec
+        config.retrain.sasrec.width = 16; config.retrain.sasrec.blocks = 1; config.retrain.sasrec.maxLength = 12
+        config.retrain.sasrec.epochs = 2; config.retrain.sasrec.evalEvery = 1; config.retrain.sasrec.batchSize = 16
+        let first = try RetrainJob(config: config, logger: MockClusterHarness.logger).run()
+        #expect(first.decision == .promoted && first.previous == nil)
+        #expect(first.warmStart.contains("no current version"))
+        #expect(try Snapshot.read(path: registry.snapshotPath(of: first.version)).manifest.kind == SASRec.kind)
+
+        // New users and new items: the current model's rows are copied, the new items start fresh.
+        try produceWalks(30..<40, items: 5, prefix: "n", offset: 10_000)
+        config.retrain.maxRegression = 1      // this test is about the warm start, not the gate
+        let second = try RetrainJob(config: config, logger: MockClusterHarness.logger).run()
+        #expect(second.warmStart.hasPrefix("warm start: 30 item rows"), "\(second.warmStart)")
+        #expect(second.warmStart.contains("5 new items"))
+        #expect(second.decision == .promoted)
+
+        config.retrain.sasrec.width = 32
+        let third = try RetrainJob(config: config, logger: MockClusterHarness.logger).run()
+        #expect(third.warmStart == "trained from scratch: width was 16, is now 32")
+    }
+
     /// A steady stream from a background thread while retrain runs and v2 is promoted.
     final class StreamProducer: @unchecked Sendable {
         private let lock = NSLock()
