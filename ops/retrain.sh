@@ -1,40 +1,56 @@
 #!/usr/bin/env bash
-# Nightly retrain: train a candidate on a dataset, evaluate it (and the current model on the same
-# data), publish it to the registry with its metrics, and promote it (announcing it to running
-# services) only if it passes the gate: validation NDCG@10 not worse than the current model's by
-# more than RETRAIN_MAX_DROP_PCT percent. Then prune old versions.
+# Nightly retrain, for cron (systemd runs `streamrec retrain --config` directly; see
+# ops/systemd/streamrec-retrain.service and docs/operations.md, "Retrain runbook").
 #
-# Run by ops/systemd/streamrec-retrain.timer (or cron; docs/operations.md, "Retrain runbook").
-# Exit codes: 0 promoted (or the same model again), 3 gate failed (published, not promoted),
-# anything else: a step failed (its error is in the log). Settings, from the environment:
+# Default: `streamrec retrain --config $RETRAIN_CONFIG` (default /etc/streamrec/retrain.yaml):
+# build the training set from the input topic, train, score the candidate and the current model
+# on the same held-out data, publish, and promote + announce only if the gate passes
+# (retrain.max_regression). Then remove work directories older than two weeks.
+#
+# Legacy: with RETRAIN_DATA set, the old file-based flow below (train on a dataset file,
+# evaluate, publish, compare, promote). Its settings, from the environment:
 #
 #   STREAMREC_MODEL_REGISTRY   registry directory (required; the config key model.registry)
-#   RETRAIN_DATA               dataset: directory with sequences.txt, ratings.dat, or user,item,ts CSV (required)
+#   RETRAIN_DATA               dataset: directory with sequences.txt, ratings.dat, or user,item,ts CSV
 #   RETRAIN_MODEL              transition | sasrec (default transition)
 #   RETRAIN_TRAIN_ARGS         extra `streamrec train` flags, e.g. "--epochs 200 --max-length 200"
 #   RETRAIN_DATA_WINDOW        free text recorded in the manifest (default: the dataset path and today's date)
 #   RETRAIN_METRIC             gate metric (default validation_ndcg@10)
 #   RETRAIN_MAX_DROP_PCT       largest allowed relative drop, percent (default 2)
 #   RETRAIN_KEEP               versions kept by prune (default 10; current and its predecessor always kept)
-#   RETRAIN_WORK               work directory (default /var/lib/streamrec/retrain)
 #   STREAMREC_KAFKA_BROKERS    when set, promote announces on the model-updates topic
-#   STREAMREC_BIN              the binary (default: streamrec on PATH, else /usr/local/bin/streamrec)
+#
+# Both: RETRAIN_WORK (default /var/lib/streamrec/retrain), STREAMREC_BIN (default: streamrec on
+# PATH, else /usr/local/bin/streamrec). Exit codes: 0 promoted (or the same model again), 3 gate
+# failed (published, not promoted), anything else: a step failed (its error is in the log).
 set -euo pipefail
 
 log() { printf '%s retrain: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 die() { log "error: $*"; exit 2; }
 
 BIN=${STREAMREC_BIN:-$(command -v streamrec || echo /usr/local/bin/streamrec)}
+WORK=${RETRAIN_WORK:-/var/lib/streamrec/retrain}
+[ -x "$BIN" ] || die "streamrec binary not found at $BIN; set STREAMREC_BIN"
+
+if [ -z "${RETRAIN_DATA:-}" ]; then
+    CONFIG=${RETRAIN_CONFIG:-/etc/streamrec/retrain.yaml}
+    [ -r "$CONFIG" ] || die "config $CONFIG not readable; set RETRAIN_CONFIG (example: ops/retrain.example.yaml) or RETRAIN_DATA for the file-based flow"
+    log "streamrec retrain --config $CONFIG"
+    status=0
+    "$BIN" retrain --config "$CONFIG" || status=$?
+    find "$WORK" -mindepth 1 -maxdepth 1 -type d -mtime +14 -exec rm -rf {} + 2>/dev/null || true
+    exit "$status"
+fi
+
+# Legacy file-based flow.
 REGISTRY=${STREAMREC_MODEL_REGISTRY:?set STREAMREC_MODEL_REGISTRY to the registry directory}
 DATA=${RETRAIN_DATA:?set RETRAIN_DATA to the training dataset}
 MODEL=${RETRAIN_MODEL:-transition}
 METRIC=${RETRAIN_METRIC:-validation_ndcg@10}
 MAX_DROP=${RETRAIN_MAX_DROP_PCT:-2}
 KEEP=${RETRAIN_KEEP:-10}
-WORK=${RETRAIN_WORK:-/var/lib/streamrec/retrain}
 WINDOW=${RETRAIN_DATA_WINDOW:-"$DATA as of $(date -u +%Y-%m-%d)"}
 
-[ -x "$BIN" ] || die "streamrec binary not found at $BIN; set STREAMREC_BIN"
 [ -e "$DATA" ] || die "dataset $DATA does not exist; set RETRAIN_DATA"
 
 mkdir -p "$WORK"

@@ -94,6 +94,12 @@ public final class KafkaConsumer: @unchecked Sendable {
         try client.queryWatermarks(tp, timeoutMs: timeoutMs)
     }
 
+    /// The earliest offset of each partition whose record timestamp is >= the time (ms since the
+    /// epoch); -1 for a partition with no record that late. A broker round trip.
+    public func offsetsForTimes(_ times: [TopicPartition: Int64], timeoutMs: Int32 = 10_000) throws(KafkaError) -> [TopicPartition: Int64] {
+        try client.offsetsForTimes(times, timeoutMs: timeoutMs)
+    }
+
     /// Leaves the group; the revoke callback runs (on this thread) before it returns.
     public func close() {
         client.consumerClose()

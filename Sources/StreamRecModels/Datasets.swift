@@ -17,11 +17,16 @@ public struct SequenceDataset: Sendable {
     public var itemTitles: [String: String]?
     /// The path the data was loaded from.
     public var source: String
+    /// Event times (the file's unit), index-aligned with `sequences`, for formats that have them
+    /// (ratings.dat, CSV); nil for the shared-data sequences format.
+    public var timestamps: [[Int64]]?
 
-    public init(sequences: [(user: String, items: [String])], itemTitles: [String: String]? = nil, source: String) {
+    public init(sequences: [(user: String, items: [String])], itemTitles: [String: String]? = nil, source: String,
+                timestamps: [[Int64]]? = nil) {
         self.sequences = sequences
         self.itemTitles = itemTitles
         self.source = source
+        self.timestamps = timestamps
     }
 
     public var interactionCount: Int { sequences.reduce(0) { $0 + $1.items.count } }
@@ -120,7 +125,8 @@ public struct SequenceDataset: Sendable {
             rows.append(user: text.string(fields[0]), item: text.string(fields[1]), timestamp: timestamp)
         }
         guard !rows.isEmpty else { throw ModelError(.badData, "\(path): no ratings in the file") }
-        return SequenceDataset(sequences: rows.sequences(), source: path)
+        let timed = rows.timedSequences()
+        return SequenceDataset(sequences: timed.map { ($0.user, $0.items) }, source: path, timestamps: timed.map(\.timestamps))
     }
 
     /// `user,item,timestamp` (extra columns ignored). The first line is a header when its
@@ -147,7 +153,8 @@ public struct SequenceDataset: Sendable {
             rows.append(user: text.string(fields[0]), item: text.string(fields[1]), timestamp: timestamp)
         }
         guard !rows.isEmpty else { throw ModelError(.badData, "\(path): no interactions in the file") }
-        return SequenceDataset(sequences: rows.sequences(), source: path)
+        let timed = rows.timedSequences()
+        return SequenceDataset(sequences: timed.map { ($0.user, $0.items) }, source: path, timestamps: timed.map(\.timestamps))
     }
 
     /// The standard next-item protocol: per user, the last item is the test target, the one before
@@ -218,9 +225,10 @@ private struct TimedRows {
         count += 1
     }
 
-    func sequences() -> [(user: String, items: [String])] {
+    func timedSequences() -> [(user: String, items: [String], timestamps: [Int64])] {
         zip(users, rowsByUser).map { user, rows in
-            (user: user, items: rows.sorted { ($0.timestamp, $0.order) < ($1.timestamp, $1.order) }.map(\.item))
+            let sorted = rows.sorted { ($0.timestamp, $0.order) < ($1.timestamp, $1.order) }
+            return (user: user, items: sorted.map(\.item), timestamps: sorted.map(\.timestamp))
         }
     }
 }

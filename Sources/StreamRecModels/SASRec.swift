@@ -246,3 +246,52 @@ extension SASRec: CatalogScorer {
         for (i, ok) in present.enumerated() where !ok { (out + i * v).update(repeating: 0, count: v) }
     }
 }
+
+// MARK: - warm start
+
+extension SASRec {
+    /// How `warmStart(from:)` went, for the retrain log and report.
+    public enum WarmStart: Sendable, Equatable, CustomStringConvertible {
+        /// Every tensor copied; `copiedItems` embedding rows came from the base model, `newItems` kept their fresh init.
+        case warm(copiedItems: Int, newItems: Int)
+        /// Nothing copied: the architectures differ (the reason names the first difference).
+        case scratch(reason: String)
+
+        public var description: String {
+            switch self {
+            case .warm(let copied, let new): return "warm start: \(copied) item rows and all other weights copied from the current model, \(new) new items freshly initialised"
+            case .scratch(let reason): return "trained from scratch: \(reason)"
+            }
+        }
+    }
+
+    /// Copies a previous model's weights into this freshly initialised one when the architectures
+    /// match: every non-embedding tensor, the position table, and the embedding row of each item
+    /// both models know (matched by external id, so the base vocabulary may be a prefix or any
+    /// subset). Items only this model has keep their fresh rows. Differences leave it untouched.
+    @discardableResult
+    public func warmStart(from base: SASRec) -> WarmStart {
+        let a = base.config, b = config
+        let checks: [(String, Int, Int)] = [("width", a.width, b.width), ("blocks", a.blocks, b.blocks), ("heads", a.heads, b.heads),
+                                            ("ffn_width", a.ffn, b.ffn), ("max_length", a.maxLength, b.maxLength)]
+        if let (name, was, now) = checks.first(where: { $0.1 != $0.2 }) {
+            return .scratch(reason: "\(name) was \(was), is now \(now)")
+        }
+        var baseRow: [String: Int] = [:]
+        for (row, item) in base.items.enumerated() { baseRow[item] = row }
+        let overlap = items.filter { baseRow[$0] != nil }.count
+        guard overlap > 0 else { return .scratch(reason: "no item in common with the current model") }
+        for entry in store.entries where entry.name != "item_embedding" {
+            store.load(entry.name, base.store.floats(entry.name))
+        }
+        let d = config.width
+        let from = base.store.floats("item_embedding")
+        var to = store.floats("item_embedding")
+        for (row, item) in items.enumerated() {
+            guard let old = baseRow[item] else { continue }
+            for j in 0..<d { to[row * d + j] = from[old * d + j] }
+        }
+        store.load("item_embedding", to)
+        return .warm(copiedItems: overlap, newItems: items.count - overlap)
+    }
+}

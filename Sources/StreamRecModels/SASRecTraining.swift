@@ -33,9 +33,17 @@ public struct EncodedSplit: Sendable {
 
     /// Every item of the dataset gets a row (in order of first appearance), so the model ranks
     /// the whole catalogue, including items seen only in held-out positions.
-    public init(_ dataset: SequenceDataset) {
+    public init(_ dataset: SequenceDataset) { self.init(dataset, leadingItems: []) }
+
+    /// `leadingItems` take the first rows, in their order (a warm start keeps an older model's
+    /// rows where they were); the dataset's other items follow in order of first appearance.
+    public init(_ dataset: SequenceDataset, leadingItems: [String]) {
         var rowOf: [String: Int32] = [:]
         var items: [String] = []
+        for item in leadingItems where rowOf[item] == nil {
+            rowOf[item] = Int32(items.count)
+            items.append(item)
+        }
         for (_, sequence) in dataset.sequences {
             for item in sequence where rowOf[item] == nil {
                 rowOf[item] = Int32(items.count)

@@ -53,6 +53,46 @@ public struct StreamRecConfig: Sendable {
         public var cacheUsers = 4096
         public init() {}
     }
+    /// `streamrec retrain` (docs/operations.md, "Retrain runbook").
+    public struct Retrain: Sendable {
+        public enum ModelKind: String, Sendable, CaseIterable { case transition, sasrec }
+        /// Hours of the input topic read, back from the start of the run; 0 = everything retained.
+        public var windowHours: Double = 0
+        /// Optional dataset merged into the topic's events (shared-data sequences, ratings.dat or CSV).
+        public var baseData: String? = nil
+        public var model: ModelKind = .transition
+        /// The gate: the candidate's validation NDCG@10 must be >= current's * (1 - maxRegression).
+        public var maxRegression = 0.02
+        /// Candidate snapshots, evaluation and reports before publishing (one subdirectory per run).
+        public var workDirectory = "/var/lib/streamrec/retrain"
+        /// Versions kept by the prune after a promotion; 0 = never prune.
+        public var keep = 10
+        /// Fewer valid events than this after building is an error (nothing worth training).
+        public var minEvents = 100
+        /// How long reading the topic up to its high watermarks may take (ms).
+        public var readTimeoutMs = 300_000
+        /// Successors kept per item (transition).
+        public var transitionSuccessors = 50
+        public var sasrec = SASRecSettings()
+        public init() {}
+    }
+    /// SASRec hyper-parameters of `streamrec retrain` (the `train` flags of the same names).
+    public struct SASRecSettings: Sendable {
+        public var epochs = 50
+        public var maxLength = 50
+        public var dropout: Float = 0.2
+        public var learningRate: Float = 1e-3
+        public var batchSize = 128
+        public var width = 64
+        public var blocks = 2
+        public var heads = 1
+        /// ce, bce or sampled.
+        public var loss = "ce"
+        public var evalEvery = 5
+        public var patience = 4
+        public var seed: UInt64 = 42
+        public init() {}
+    }
     public struct Metrics: Sendable {
         public var host = "127.0.0.1"
         /// 0 picks a free port (logged); -1 turns the endpoint off.
@@ -67,6 +107,7 @@ public struct StreamRecConfig: Sendable {
     public var pipeline = Pipeline()
     public var model = Model()
     public var metrics = Metrics()
+    public var retrain = Retrain()
 
     public init() {}
 }
@@ -161,6 +202,50 @@ public enum ConfigLoader {
         int("model.registry_poll_ms", "how often serve re-reads the registry's current pointer (ms)", 100...86_400_000, \.model.registryPollMs),
         nonEmpty("model.name", "model name: the key of its announcements on the model-updates topic", \.model.name),
         int("model.cache_users", "sessions kept for incremental inference (LRU; 0 = recompute every event)", 0...10_000_000, \.model.cacheUsers),
+        Key(name: "retrain.window_hours", doc: "hours of the input topic retrain reads (0 = everything retained)") { c, v in
+            guard let h = Double(v.trimmingCharacters(in: .whitespaces)), h >= 0, h.isFinite else { return "must be a non-negative number of hours (0 = from the earliest retained offset), got '\(v)'" }
+            c.retrain.windowHours = h
+            return nil
+        },
+        Key(name: "retrain.base_data", doc: "dataset merged into the topic's events (directory with sequences.txt, ratings.dat or user,item,ts .csv)") { c, v in
+            c.retrain.baseData = v.isEmpty ? nil : v
+            return nil
+        },
+        Key(name: "retrain.model", doc: "model retrain trains: transition | sasrec") { c, v in
+            guard let kind = StreamRecConfig.Retrain.ModelKind(rawValue: v) else { return "must be 'transition' or 'sasrec', got '\(v)'" }
+            c.retrain.model = kind
+            return nil
+        },
+        Key(name: "retrain.max_regression", doc: "largest allowed relative drop of validation NDCG@10 vs the current model (0.02 = 2%)") { c, v in
+            guard let x = Double(v.trimmingCharacters(in: .whitespaces)), x >= 0, x <= 1 else { return "must be a fraction from 0 to 1 (0.02 = 2%), got '\(v)'" }
+            c.retrain.maxRegression = x
+            return nil
+        },
+        nonEmpty("retrain.work_dir", "retrain's work directory (candidate snapshots, evaluations, reports)", \.retrain.workDirectory),
+        int("retrain.keep", "versions kept by the prune after a promotion (0 = never prune)", 0...100_000, \.retrain.keep),
+        int("retrain.min_events", "fewest valid events retrain trains on", 1...Int.max, \.retrain.minEvents),
+        int("retrain.read_timeout_ms", "longest time to read the input topic up to its high watermarks (ms)", 1_000...86_400_000, \.retrain.readTimeoutMs),
+        int("retrain.transition.successors", "successors kept per item (transition)", 1...10_000, \.retrain.transitionSuccessors),
+        int("retrain.sasrec.epochs", "SASRec training epochs", 1...100_000, \.retrain.sasrec.epochs),
+        int("retrain.sasrec.max_length", "SASRec max sequence length L", 2...10_000, \.retrain.sasrec.maxLength),
+        float("retrain.sasrec.dropout", "SASRec dropout rate", 0...0.95, \.retrain.sasrec.dropout),
+        float("retrain.sasrec.lr", "SASRec Adam learning rate", 1e-7...1, \.retrain.sasrec.learningRate),
+        int("retrain.sasrec.batch_size", "SASRec sequences per batch", 1...100_000, \.retrain.sasrec.batchSize),
+        int("retrain.sasrec.width", "SASRec width d (a multiple of heads)", 2...4096, \.retrain.sasrec.width),
+        int("retrain.sasrec.blocks", "SASRec transformer blocks", 1...64, \.retrain.sasrec.blocks),
+        int("retrain.sasrec.heads", "SASRec attention heads", 1...64, \.retrain.sasrec.heads),
+        Key(name: "retrain.sasrec.loss", doc: "SASRec loss: ce | bce | sampled") { c, v in
+            guard ["ce", "bce", "sampled"].contains(v) else { return "must be 'ce', 'bce' or 'sampled', got '\(v)'" }
+            c.retrain.sasrec.loss = v
+            return nil
+        },
+        int("retrain.sasrec.eval_every", "SASRec: validate every N epochs", 1...100_000, \.retrain.sasrec.evalEvery),
+        int("retrain.sasrec.patience", "SASRec: stop after N validations without improvement", 1...100_000, \.retrain.sasrec.patience),
+        Key(name: "retrain.sasrec.seed", doc: "SASRec random seed") { c, v in
+            guard let n = UInt64(v.trimmingCharacters(in: .whitespaces)) else { return "must be a non-negative integer, got '\(v)'" }
+            c.retrain.sasrec.seed = n
+            return nil
+        },
         nonEmpty("metrics.host", "address of the /metrics and /healthz endpoint", \.metrics.host),
         int("metrics.port", "port of the endpoint (0 = any free port, -1 = off)", -1...65_535, \.metrics.port),
     ]
@@ -302,6 +387,16 @@ public enum ConfigLoader {
                 return "must be an integer from \(range.lowerBound) to \(range.upperBound), got '\(v)'"
             }
             c[keyPath: path] = n
+            return nil
+        }
+    }
+
+    private static func float(_ name: String, _ doc: String, _ range: ClosedRange<Float>, _ path: WritableKeyPath<StreamRecConfig, Float> & Sendable) -> Key {
+        Key(name: name, doc: doc) { c, v in
+            guard let x = Float(v.trimmingCharacters(in: .whitespaces)), range.contains(x) else {
+                return "must be a number from \(range.lowerBound) to \(range.upperBound), got '\(v)'"
+            }
+            c[keyPath: path] = x
             return nil
         }
     }

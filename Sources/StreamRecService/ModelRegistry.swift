@@ -150,8 +150,14 @@ public struct ModelRegistry: Sendable {
     /// never published. `parent` defaults to the current version. Publishing a model that is
     /// already in the registry returns the existing entry unchanged.
     @discardableResult
+    /// `attachments` (file name -> bytes, e.g. the training report) are staged with the snapshot
+    /// and land in the version directory with it.
     public func publish(snapshotPath: String, parent: String? = nil, dataWindow: String? = nil,
-                        metrics extraMetrics: [String: Double] = [:], now: Date = Date()) throws(RegistryError) -> RegistryManifest {
+                        metrics extraMetrics: [String: Double] = [:], attachments: [String: Data] = [:],
+                        now: Date = Date()) throws(RegistryError) -> RegistryManifest {
+        for name in attachments.keys where name.contains("/") || name.hasPrefix(".") || name == Self.snapshotFile || name == Self.manifestFile {
+            throw RegistryError(.invalid, "attachment name '\(name)' is not allowed (a plain file name other than \(Self.snapshotFile) and \(Self.manifestFile)); rename it")
+        }
         let snapshot: Snapshot
         do {
             snapshot = try Snapshot.read(path: snapshotPath)
@@ -203,6 +209,9 @@ public struct ModelRegistry: Sendable {
             }
             try Self.writeDurably(bytes, to: staging.appendingPathComponent(Self.snapshotFile))
             try Self.writeDurably(manifestBytes, to: staging.appendingPathComponent(Self.manifestFile))
+            for (name, data) in attachments.sorted(by: { $0.key < $1.key }) {
+                try Self.writeDurably(data, to: staging.appendingPathComponent(name))
+            }
             try Self.syncDirectory(staging)
             let target = directory(of: version)
             guard rename(staging.path, target.path) == 0 else {

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import Logging
 import StreamRecModels
+import StreamRecService
 
 /// `streamrec bench`: our figures at the PyTorch peer's shapes, and, given the peer's JSON from
 /// the same session, the ratios (what docs/benchmarks.md records).
@@ -8,14 +10,18 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference speed at the PyTorch peer's shapes (make bench runs the peer too).")
 
-    @Option(help: "Parts: all, sasrec-train, sasrec-infer, diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps).") var only: String = "all"
+    @Option(help: "Parts: all, sasrec-train, sasrec-infer, diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps); or swap (model swap latency on the embedded cluster; not part of all).") var only: String = "all"
     @Option(help: "Fewer sampling steps also measured for diffurec-infer (the peer runs all 32).") var fewSteps: Int = 4
     @Option(help: "Shrink the diffurec shapes (items,width,length,blocks), e.g. 2000,32,50,2, for a quick look.") var diffurecShape: String?
+    @Option(help: "swap: the model served and swapped, sasrec or transition.") var swapModel: String = "sasrec"
+    @Option(help: "swap: paced events per second.") var rate: Int = 1000
+    @Option(help: "swap: seconds of paced stream (version 2 is announced halfway).") var seconds: Double = 20
     @Option(help: "Write our figures as JSON here.") var json: String?
     @Option(help: "The peer's JSON (pytorch_peer.py --json) from this session: print ratios.") var peer: String?
     @Flag(help: "Fewer repetitions.") var quick = false
 
     func run() throws {
+        if only == "swap" { return try swap() }
         var ours: [String: [String: Double]] = [:]
         let runs = quick ? 30 : 200
         if only == "all" || only == "sasrec-train" {
@@ -90,6 +96,33 @@ struct Bench: ParsableCommand {
             if !peerFigures.isEmpty { out["peer"] = peerFigures }
             let data = try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: json))
+        }
+    }
+
+    /// Steady-state vs swap-window end-to-end latency (docs/benchmarks.md, "Model swap latency").
+    private func swap() throws {
+        var options = SwapBenchmarkOptions()
+        options.model = swapModel
+        options.rate = rate
+        options.seconds = seconds
+        options.swapAt = seconds / 2
+        var logger = Logger(label: "streamrec.bench") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = .warning
+        let r = try SwapBenchmark.run(options: options, logger: logger) { print($0) }
+        print(String(format: "events %d, answers %d (%@)", r.events, r.answers,
+                     r.byVersion.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")))
+        print(String(format: "announcement -> new version serving: %.3f s", r.swapSeconds))
+        print("window                answers   p50 ms   p99 ms   max ms")
+        for (name, w) in [("steady (before swap)", r.steady), ("swap (-1 s .. +4 s)", r.swap)] {
+            print(name.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "%9d %8.2f %8.2f %8.2f", w.answers, w.p50Ms, w.p99Ms, w.maxMs))
+        }
+        print(String(format: "swap/steady: p50 %.2fx, p99 %.2fx (goal: p99 within 1.10x)", r.p50Ratio, r.p99Ratio))
+        if let json {
+            let out: [String: Any] = ["model": r.model, "rate": r.rate, "events": r.events, "answers": r.answers, "swap_seconds": r.swapSeconds,
+                                      "steady": ["answers": r.steady.answers, "p50_ms": r.steady.p50Ms, "p99_ms": r.steady.p99Ms, "max_ms": r.steady.maxMs],
+                                      "swap": ["answers": r.swap.answers, "p50_ms": r.swap.p50Ms, "p99_ms": r.swap.p99Ms, "max_ms": r.swap.maxMs],
+                                      "p99_ratio": r.p99Ratio]
+            try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: json))
         }
     }
 }

@@ -106,14 +106,8 @@ struct Train: ParsableCommand {
             print("resumed from \(checkpointPath) after epoch \(trainer.completedEpochs)")
         }
         print("training sasrec on \(split.train.count) sequences, \(split.items.count) items, \(split.validation.count) validation cases")
-        let isTerminal = isatty(STDERR_FILENO) != 0
-        try trainer.fit(split, checkpoint: checkpointPath, progressInterval: isTerminal ? 0.5 : 30, progress: { p in
-            let line = String(format: "epoch %d/%d step %d/%d loss %.4f %.0f seq/s ETA %@", p.epoch, p.epochs, p.step, p.steps, p.loss,
-                              p.sequencesPerSecond, formatDuration(p.eta))
-            FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
-        }, log: { message in
-            FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + message + "\n").utf8))
-        })
+        let printer = ProgressPrinter()
+        try trainer.fit(split, checkpoint: checkpointPath, progressInterval: printer.interval, progress: printer.training, log: printer.log)
         // Training time across resumes (sum of epoch wall times); this invocation's wall time is printed too.
         let wall = sasrec.metrics["train_seconds"] ?? Date().timeIntervalSince(start)
         try sasrec.save(to: out)
@@ -163,14 +157,11 @@ extension Train {
         }
         let samples = DiffuRecTrainer.samples(split.train).count
         print("training \(variant.rawValue) on \(samples) prefix samples of \(split.train.count) sequences, \(split.items.count) items, \(split.validation.count) validation cases (sampler: \(config.sampleSteps) of \(config.steps) steps, \(config.seeds) seed(s))")
-        let isTerminal = isatty(STDERR_FILENO) != 0
-        try trainer.fit(split, checkpoint: checkpointPath, progressInterval: isTerminal ? 0.5 : 30, progress: { p in
-            let line = String(format: "epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %@", p.epoch, p.epochs, p.step, p.steps, p.loss,
-                              p.sequencesPerSecond, formatDuration(p.eta))
-            FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
-        }, log: { message in
-            FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + message + "\n").utf8))
-        })
+        let printer = ProgressPrinter()
+        try trainer.fit(split, checkpoint: checkpointPath, progressInterval: printer.interval, progress: { p in
+            printer.update(String(format: "epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %@", p.epoch, p.epochs, p.step, p.steps, p.loss,
+                                  p.sequencesPerSecond, formatDuration(p.eta)))
+        }, log: printer.log)
         let wall = Date().timeIntervalSince(start)
         model.metrics["train_seconds"] = wall
         try model.save(to: out)

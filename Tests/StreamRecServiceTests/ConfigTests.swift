@@ -74,4 +74,35 @@ import Testing
         #expect(topology.topics.allSatisfy { $0.partitions > 0 })
         #expect(throws: ConfigError.self) { try Topology.parse("topics:\n  - name: x\n    partitions: 0\n", source: "t") }
     }
+
+    @Test func retrainKeysAreReadAndErrorsNameTheKey() throws {
+        let path = try write("""
+        retrain:
+          window_hours: 24
+          model: sasrec
+          max_regression: 0.05
+          base_data: /data/base.csv
+          sasrec:
+            epochs: 3
+            lr: 0.002
+            loss: bce
+        """)
+        let c = try ConfigLoader.load(file: path, environment: ["STREAMREC_RETRAIN_KEEP": "4"], overrides: ["retrain.sasrec.width": "32"])
+        #expect(c.retrain.windowHours == 24 && c.retrain.model == .sasrec && c.retrain.maxRegression == 0.05)
+        #expect(c.retrain.baseData == "/data/base.csv" && c.retrain.keep == 4)
+        #expect(c.retrain.sasrec.epochs == 3 && c.retrain.sasrec.learningRate == 0.002 && c.retrain.sasrec.loss == "bce" && c.retrain.sasrec.width == 32)
+        let bad = try write("retrain:\n  model: gpt\n")
+        do {
+            _ = try ConfigLoader.load(file: bad, environment: [:])
+            Issue.record("an unknown model was accepted")
+        } catch {
+            #expect(error.key == "retrain.model" && error.message.contains("transition") && error.message.contains("STREAMREC_RETRAIN_MODEL"))
+        }
+        do {
+            _ = try ConfigLoader.load(file: nil, environment: [:], overrides: ["retrain.max_regression": "5"])
+            Issue.record("a regression of 500% was accepted")
+        } catch {
+            #expect(error.key == "retrain.max_regression" && error.message.contains("fraction"))
+        }
+    }
 }

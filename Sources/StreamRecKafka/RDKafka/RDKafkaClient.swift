@@ -240,6 +240,27 @@ final class RDKafkaClient: @unchecked Sendable {
         return (low, high)
     }
 
+    /// For each partition, the earliest offset whose record timestamp is >= the given time (ms);
+    /// -1 when no record is that late (the caller reads nothing, or from the end).
+    func offsetsForTimes(_ times: [TopicPartition: Int64], timeoutMs: Int32) throws(KafkaError) -> [TopicPartition: Int64] {
+        guard !times.isEmpty else { return [:] }
+        let list = Self.makeList(times.map { ($0.key, $0.value) })
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        let err = rd_kafka_offsets_for_times(handle, list, timeoutMs)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            throw KafkaError(.consume, "offsets for times unavailable: \(Self.describe(err))", brokerCode: err.rawValue)
+        }
+        var result: [TopicPartition: Int64] = [:]
+        for i in 0..<Int(list.pointee.cnt) {
+            let e = list.pointee.elems[i]
+            if e.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                throw KafkaError(.consume, "offset for time of \(String(cString: e.topic))[\(e.partition)] unavailable: \(Self.describe(e.err))", brokerCode: e.err.rawValue)
+            }
+            result[TopicPartition(String(cString: e.topic), e.partition)] = e.offset
+        }
+        return result
+    }
+
     func assignment() -> [TopicPartition] {
         var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
         guard rd_kafka_assignment(handle, &list) == RD_KAFKA_RESP_ERR_NO_ERROR, let list else { return [] }
