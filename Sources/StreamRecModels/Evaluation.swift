@@ -124,8 +124,9 @@ public func loadScorer(snapshot: Snapshot) throws -> any CatalogScorer {
     switch snapshot.manifest.kind {
     case TransitionModel.kind: return try TransitionModel.load(snapshot)
     case SASRec.kind: return try SASRec.load(snapshot)
+    case LLMSeqSim.kind: return try LLMSeqSim.load(snapshot)
     default:
-        throw ModelError(.unsupported, "snapshot \(snapshot.path): model kind '\(snapshot.manifest.kind)' cannot be evaluated by this build (known: \(TransitionModel.kind), \(SASRec.kind))")
+        throw ModelError(.unsupported, "snapshot \(snapshot.path): model kind '\(snapshot.manifest.kind)' cannot be evaluated by this build (known: \(TransitionModel.kind), \(SASRec.kind), \(LLMSeqSim.kind))")
     }
 }
 

@@ -15,6 +15,7 @@ public enum ModelLoader {
         enum Model {
             case transition(TransitionModel)
             case sasrec(SASRec)
+            case llmseqsim(LLMSeqSim)
         }
         let model: Model
         public let kind: String
@@ -31,8 +32,10 @@ public enum ModelLoader {
             model = .transition(try TransitionModel.load(snapshot))
         case SASRec.kind:
             model = .sasrec(try SASRec.load(snapshot))
+        case LLMSeqSim.kind:
+            model = .llmseqsim(try LLMSeqSim.load(snapshot))
         default:
-            throw ModelError(.unsupported, "snapshot \(path): model kind '\(snapshot.manifest.kind)' cannot be served by this build (known: \(TransitionModel.kind), \(SASRec.kind)); upgrade streamrec or pass another snapshot")
+            throw ModelError(.unsupported, "snapshot \(path): model kind '\(snapshot.manifest.kind)' cannot be served by this build (known: \(TransitionModel.kind), \(SASRec.kind), \(LLMSeqSim.kind)); upgrade streamrec or pass another snapshot")
         }
         return Decoded(model: model, kind: snapshot.manifest.kind, version: snapshot.manifest.modelVersion, items: snapshot.manifest.items)
     }
@@ -52,6 +55,8 @@ public enum ModelLoader {
             recommender = model.bind { vocabulary.idOrAssign($0) }
         case .sasrec(let model):
             recommender = model.bind(cacheUsers: config.cacheUsers) { vocabulary.idOrAssign($0) }
+        case .llmseqsim(let model):
+            recommender = model.bind { vocabulary.idOrAssign($0) }
         }
         if vocabulary.hasPending {
             var writes = WriteBatch()

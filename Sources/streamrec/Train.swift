@@ -8,7 +8,10 @@ struct Train: ParsableCommand {
         discussion: "sasrec writes a checkpoint every epoch (OUT.ckpt) and resumes from it with --resume; a report (OUT.report.md, OUT.report.svg) lands beside the snapshot.")
 
     @OptionGroup var common: CommonOptions
-    @Option(help: "Model kind: transition, sasrec.") var model: String = "transition"
+    @Option(help: "Model kind: transition, sasrec, llmseqsim (no training: a snapshot of the item vectors), llm2sasrec (SASRec initialised from text embeddings).") var model: String = "transition"
+    @Option(help: "Embedding cache (llmseqsim, llm2sasrec; `streamrec embed`).") var embeddings: String?
+    @Option(help: "LLMSeqSim session embedding: mean or decay.") var aggregation: String = "mean"
+    @Option(help: "LLMSeqSim decay: items after which a weight halves.") var halfLife: Double = 3
     @Option(help: "Training data: a directory with sequences.txt, a sequences .txt, MovieLens ratings.dat, or user,item,timestamp .csv.") var data: String
     @Option(help: "Snapshot file to write.") var out: String
     @Option(help: "loo: hold out each user's last two items (validation and test targets) so `streamrec evaluate` is honest; none: train on everything (for serving).")
@@ -40,8 +43,9 @@ struct Train: ParsableCommand {
         do {
             switch model {
             case "transition": try trainTransition()
-            case "sasrec": try trainSASRec()
-            default: throw ValidationError("unknown model '\(model)'; available: transition, sasrec")
+            case "sasrec", "llm2sasrec": try trainSASRec()
+            case LLMSeqSim.kind: try buildLLMSeqSim()
+            default: throw ValidationError("unknown model '\(model)'; available: transition, sasrec, llmseqsim, llm2sasrec")
             }
         } catch let error as ModelError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
@@ -64,6 +68,29 @@ struct Train: ParsableCommand {
                      model, sequences.count, interactions, holdout.rawValue, Date().timeIntervalSince(start), out))
     }
 
+    private func loadCache() throws -> EmbeddingCache {
+        guard let embeddings else { throw ValidationError("--model \(model) needs --embeddings CACHE (make one with `streamrec embed --items DIR/items.tsv --out CACHE`)") }
+        return try EmbeddingCache.load(path: embeddings)
+    }
+
+    /// No training: the snapshot holds the vectors of the dataset's items (all of them: text is
+    /// not interaction data, so the holdout does not apply; recorded as loo for `evaluate`).
+    private func buildLLMSeqSim() throws {
+        guard let kind = LLMSeqSimConfig.Aggregation(rawValue: aggregation), halfLife > 0 else {
+            throw ValidationError("--aggregation must be mean or decay and --half-life positive")
+        }
+        let start = Date()
+        let cache = try loadCache()
+        let dataset = try SequenceDataset.load(path: data)
+        let split = EncodedSplit(dataset)
+        let sim = LLMSeqSim.build(cache: cache, items: split.items, config: .init(aggregation: kind, halfLife: halfLife))
+        sim.training = .init(users: dataset.sequences.count, items: sim.items.count, interactions: 0, source: "\(data) (holdout \(holdout.rawValue))")
+        try sim.save(to: out)
+        let missing = split.items.count - sim.items.count
+        print(String(format: "built llmseqsim over %d items (%d without a vector left out), %@ aggregation, in %.2f s -> %@",
+                     sim.items.count, missing, aggregation, Date().timeIntervalSince(start), out))
+    }
+
     private func trainSASRec() throws {
         guard let lossKind = SASRecConfig.Loss(rawValue: loss) else {
             throw ValidationError("unknown --loss '\(loss)'; use ce, bce or sampled")
@@ -82,6 +109,10 @@ struct Train: ParsableCommand {
         config.learningRate = lr; config.batchSize = batchSize; config.evalEvery = evalEvery; config.patience = patience
         config.seed = seed
         let sasrec = SASRec(config: config, items: split.items)
+        if model == "llm2sasrec" {
+            let initialised = try sasrec.initializeItemEmbeddings(from: try loadCache())
+            print("llm2sasrec: \(initialised) of \(split.items.count) item embeddings initialised from text (PCA to \(width), scale \(sasrec.textProjection!.scale))")
+        }
         sasrec.training = .init(users: dataset.sequences.count, items: split.items.count,
                                 interactions: split.train.reduce(0) { $0 + $1.count }, source: "\(data) (holdout \(holdout.rawValue))")
         let trainer = SASRecTrainer(model: sasrec)
@@ -102,11 +133,11 @@ struct Train: ParsableCommand {
         let wall = Date().timeIntervalSince(start)
         sasrec.metrics["train_seconds"] = wall
         try sasrec.save(to: out)
-        let settings = config.hyperParameters.merging(["data": data, "holdout": holdout.rawValue]) { a, _ in a }
-        try TrainingReport.markdown(model: "sasrec", snapshot: out, settings: settings, history: trainer.history,
+        let settings = config.hyperParameters.merging(["data": data, "holdout": holdout.rawValue, "init": model == "llm2sasrec" ? "llm2sasrec (\(embeddings ?? ""))" : "random"]) { a, _ in a }
+        try TrainingReport.markdown(model: model, snapshot: out, settings: settings, history: trainer.history,
                                     metrics: sasrec.metrics, wallSeconds: wall).write(toFile: out + ".report.md", atomically: true, encoding: .utf8)
-        try TrainingReport.svg(title: "SASRec on \(data)", history: trainer.history).write(toFile: out + ".report.svg", atomically: true, encoding: .utf8)
-        print(String(format: "trained sasrec: best validation NDCG@10 %.4f after %d epochs in %@ -> %@ (report: %@.report.md)",
+        try TrainingReport.svg(title: "\(model == "llm2sasrec" ? "LLM2SASRec" : "SASRec") on \(data)", history: trainer.history).write(toFile: out + ".report.svg", atomically: true, encoding: .utf8)
+        print(String(format: "trained \(model): best validation NDCG@10 %.4f after %d epochs in %@ -> %@ (report: %@.report.md)",
                      trainer.bestNDCG, trainer.completedEpochs, formatDuration(wall), out, out))
     }
 }
