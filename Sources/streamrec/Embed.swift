@@ -56,6 +56,12 @@ struct Embed: AsyncParsableCommand {
         let cache = existing(modelID: id, dimension: nil)
         let todo = texts.filter { cache?.needsEmbedding(id: $0.id, text: $0.text) ?? true }
         print("\(texts.count) items in \(path); \(todo.count) to embed, \(texts.count - todo.count) unchanged in the cache")
+        if let cache, todo.isEmpty {
+            // Nothing to encode: do not pay for loading the encoder.
+            print(String(format: "nothing to embed; cache: %d items x %d (%@) -> %@ unchanged; total %.2f s", cache.count, cache.dimension,
+                         cache.modelID, out, Date().timeIntervalSince(start)))
+            return
+        }
         let encoder = try SentenceEncoder(directory: directory, threads: threads)
         let target = cache ?? EmbeddingCache(modelID: id, dimension: encoder.dimension)
         guard target.dimension == encoder.dimension else {

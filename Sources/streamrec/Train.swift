@@ -110,8 +110,11 @@ struct Train: ParsableCommand {
         config.seed = seed
         let sasrec = SASRec(config: config, items: split.items)
         if model == "llm2sasrec" {
-            let initialised = try sasrec.initializeItemEmbeddings(from: try loadCache())
-            print("llm2sasrec: \(initialised) of \(split.items.count) item embeddings initialised from text (PCA to \(width), scale \(sasrec.textProjection!.scale))")
+            let cache = try loadCache()
+            let pcaStart = Date()
+            let initialised = try sasrec.initializeItemEmbeddings(from: cache)
+            print(String(format: "llm2sasrec: %d of %d item embeddings initialised from text (PCA %d -> %d in %.2f s, scale %.4g)", initialised,
+                         split.items.count, cache.dimension, width, Date().timeIntervalSince(pcaStart), sasrec.textProjection!.scale))
         }
         sasrec.training = .init(users: dataset.sequences.count, items: split.items.count,
                                 interactions: split.train.reduce(0) { $0 + $1.count }, source: "\(data) (holdout \(holdout.rawValue))")
