@@ -59,6 +59,8 @@ public enum ItemText {
     }
 }
 
+/// Not synchronised: one owner mutates it at a time (the `embed` command, or the service's item
+/// ingestor thread); readers load their own copy from the file.
 public final class EmbeddingCache: @unchecked Sendable {
     public static let kind = "embeddings"
     public static let cacheVersion = "1"

@@ -3,7 +3,15 @@ import Testing
 import StreamRecKafka
 import StreamRecModels
 import StreamRecNumerics
+import StreamRecText
 @testable import StreamRecService
+
+/// The MiniLM folder (ops/fetch-minilm.sh), or nil: the real-encoder test is then skipped.
+let miniLMDirectory: URL? = {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let directory = SentenceEncoder.defaultDirectory(root: root)
+    return FileManager.default.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) ? directory : nil
+}()
 
 /// Cold-start items: an item published on the `items` topic becomes recommendable by a running
 /// LLMSeqSim service, without a restart, and unknown items in sessions never stop anything.
@@ -73,5 +81,52 @@ import StreamRecNumerics
         // The user with only an unknown item got an (empty) answer, not a stall.
         let empty = answers.first { ($0["event_item"] as? String) == "only-unknown" }
         #expect((empty?["items"] as? [Any])?.isEmpty == true)
+    }
+
+    /// The path `serve` takes (ItemIngestor.fromConfig: cache file + MiniLM), with real titles.
+    @Test(.enabled(if: miniLMDirectory != nil, "needs models/all-MiniLM-L6-v2 (ops/fetch-minilm.sh)"))
+    func withTheRealEncoderANewSequelFollowsItsSeries() throws {
+        let directory = miniLMDirectory!
+        let titles: [(String, String, String)] = [
+            ("1", "Toy Story (1995)", "Animation|Children's|Comedy"), ("3114", "Toy Story 2 (1999)", "Animation|Children's|Comedy"),
+            ("6", "Heat (1995)", "Action|Crime|Thriller"), ("296", "Pulp Fiction (1994)", "Crime|Drama"),
+            ("912", "Casablanca (1942)", "Drama|Romance|War"), ("1214", "Alien (1979)", "Action|Horror|Sci-Fi"),
+            ("1196", "Star Wars: Episode V - The Empire Strikes Back (1980)", "Action|Adventure|Drama|Sci-Fi|War"),
+            ("1721", "Titanic (1997)", "Drama|Romance"), ("2028", "Saving Private Ryan (1998)", "Action|Drama|War"),
+            ("858", "Godfather, The (1972)", "Action|Crime|Drama"), ("2571", "Matrix, The (1999)", "Action|Sci-Fi|Thriller"),
+        ]
+        var cachePath = ""
+        let h = try MockClusterHarness(partitions: 1, trainingSequences: []) { work in
+            let encoder = try SentenceEncoder(directory: directory, threads: 1)
+            let cache = EmbeddingCache(modelID: try EmbeddingCache.modelID(directory: directory), dimension: encoder.dimension)
+            try cache.update(titles.map { ($0.0, ItemText.text(title: $0.1, extra: $0.2)) }, embed: { encoder.encode($0) })
+            cachePath = work.appendingPathComponent("ml.emb").path
+            try cache.save(to: cachePath)
+            let path = work.appendingPathComponent("llmseqsim.snap").path
+            try LLMSeqSim.build(cache: cache).save(to: path)
+            return path
+        }
+        let itemsTopic = "items-\(h.id)"
+        try h.cluster.createTopic(itemsTopic, partitions: 1)
+        var config = h.config()
+        config.kafka.itemsTopic = itemsTopic
+        config.model.embeddings = cachePath
+        config.model.encoder = directory.path
+        config.recommend.k = 3
+        let service = try h.startService(config: config) { stack, metrics in
+            try #require(try ItemIngestor.fromConfig(stack: stack, metrics: metrics, logger: MockClusterHarness.logger))
+        }
+        defer { service.stop() }
+        #expect(service.ingestor!.cache.count == titles.count)   // the cache file was reused, not replaced
+        try h.produce([("78499", Array(#"{"title":"Toy Story 3 (2010)","extra":"Animation|Children's|Comedy"}"#.utf8))], topic: itemsTopic)
+        let deadline = Date().addingTimeInterval(60)
+        while service.ingestor!.counts.added < 1 && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(service.ingestor!.counts == (added: 1, embedded: 1, rejected: 0))
+        try h.produce([("u1", Self.event("u1", "1", 1_000)), ("u1", Self.event("u1", "3114", 1_001))])
+        let out = try h.read(h.output, until: { $0.count >= 2 })
+        let answers = out.compactMap { try? JSONSerialization.jsonObject(with: Data($0.value ?? [])) as? [String: Any] }
+        let last = answers.first { ($0["event_item"] as? String) == "3114" }
+        let recommended = ((last?["items"] as? [[String: Any]]) ?? []).compactMap { $0["item"] as? String }
+        #expect(recommended.first == "78499", "got \(recommended)")
     }
 }
