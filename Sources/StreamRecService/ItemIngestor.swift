@@ -33,7 +33,7 @@ public struct ItemRecord: Sendable, Equatable {
 
     /// nil for anything but a JSON object with a string "title" (and optionally a string "extra").
     public static func parse(key: [UInt8]?, value: [UInt8]?) -> ItemRecord? {
-        guard let key, !key.isEmpty, let id = String(validating: key, as: UTF8.self), let value, !value.isEmpty,
+        guard let key, !key.isEmpty, let id = String(bytes: key, encoding: .utf8), let value, !value.isEmpty,
               let object = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
               let title = object["title"] as? String else { return nil }
         let extra = object["extra"] as? String
