@@ -180,7 +180,7 @@ public final class ItemIngestor: @unchecked Sendable {
             return
         }
         do {
-            let entries = try stack.pipeline.withVocabulary { () throws -> [(id: ItemID, external: String, textVector: [Float])] in
+            let entries = try stack.withVocabularyWhileOpen { () throws -> [(id: ItemID, external: String, textVector: [Float])] in
                 let entries = unknown.compactMap { record in
                     cache.vector(for: record.id).map { (id: stack.vocabulary.idOrAssign(record.id), external: record.id, textVector: Array($0)) }
                 }
@@ -209,7 +209,7 @@ public final class ItemIngestor: @unchecked Sendable {
         guard let recommender = stack.model.recommender as? any ItemExtensibleRecommender, recommender.textDimension == cache.dimension else { return }
         let (version, items) = lock.withLock { (servedVersion, added) }
         guard !items.isEmpty, version != recommender.descriptor.version else { return }
-        stack.pipeline.withVocabulary { recommender.addItems(items) }
+        guard (try? stack.withVocabularyWhileOpen { recommender.addItems(items) }) != nil else { return }
         lock.withLock { servedVersion = recommender.descriptor.version }
         logger.info("new items re-added to the swapped-in model", metadata: ["count": "\(items.count)"])
     }

@@ -192,6 +192,15 @@ public final class ServingStack: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` between micro-batches with the vocabulary to itself, unless the service is
+    /// closing (LevelDB may be gone): for writers off the pipeline thread (the item ingestor).
+    func withVocabularyWhileOpen<T>(_ body: () throws -> T) throws -> T {
+        try reloadLock.withLock {
+            guard !closed else { throw PipelineError(code: .storage, message: "the service is shutting down; not done") }
+            return try pipeline.withVocabulary(body)
+        }
+    }
+
     /// Closes LevelDB (after the pipeline has stopped).
     public func close() {
         reloadLock.withLock {
