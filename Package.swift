@@ -42,7 +42,7 @@ let package = Package(
         .executableTarget(name: "streamrec-textbench", dependencies: ["StreamRecText"]),
         // The live pipeline: events, config, micro-batch processing, service, metrics, demo.
         .target(name: "StreamRecService", dependencies: [
-            "StreamRecKafka", "StreamRecStorage", "StreamRecModels",
+            "StreamRecKafka", "StreamRecStorage", "StreamRecModels", "StreamRecText",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -53,7 +53,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "streamrec", dependencies: [
-            "StreamRecService", "StreamRecModels", "StreamRecStorage", "StreamRecKafka", "StreamRecNumerics",
+            "StreamRecService", "StreamRecModels", "StreamRecStorage", "StreamRecKafka", "StreamRecNumerics", "StreamRecText",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

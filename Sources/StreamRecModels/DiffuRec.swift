@@ -425,13 +425,18 @@ public final class DiffuRec: @unchecked Sendable {
     /// keep their random rows. Returns how many rows were set.
     @discardableResult
     public func loadItemVectors(path: String) throws -> Int {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ModelError(.badData, "\(path): cannot read the item vector file")
-        }
         var rowOf: [String: Int] = [:]
         for (row, item) in items.enumerated() { rowOf[item] = row }
         var rows: [Int] = []
         var vectors: [[Float]] = []
+        // An embedding cache (`streamrec embed`), else a TSV of vectors.
+        if let cache = try? EmbeddingCache.load(path: path) {
+            for item in items { if let v = cache.vector(for: item) { rows.append(rowOf[item]!); vectors.append(Array(v)) } }
+            return try applyItemVectors(rows: rows, vectors: vectors)
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ModelError(.badData, "\(path): cannot read the item vector file")
+        }
         var width = -1
         for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
             let parts = line.split(separator: "\t", maxSplits: 1)
@@ -445,6 +450,12 @@ public final class DiffuRec: @unchecked Sendable {
             rows.append(row)
             vectors.append(values)
         }
+        return try applyItemVectors(rows: rows, vectors: vectors)
+    }
+
+    /// Writes the vectors, reduced to the width and scaled to the init's magnitude, into the
+    /// item table rows; returns how many rows were set.
+    private func applyItemVectors(rows: [Int], vectors: [[Float]]) throws -> Int {
         guard !rows.isEmpty else { return 0 }
         let reduced = Self.reduceWidth(vectors, to: config.width, seed: config.seed)
         let e = store.entry("item_embedding")!

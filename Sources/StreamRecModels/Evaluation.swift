@@ -125,8 +125,9 @@ public func loadScorer(snapshot: Snapshot) throws -> any CatalogScorer {
     case TransitionModel.kind: return try TransitionModel.load(snapshot)
     case SASRec.kind: return try SASRec.load(snapshot)
     case let kind where DiffuRec.kinds.contains(kind): return try DiffuRec.load(snapshot)
+    case LLMSeqSim.kind: return try LLMSeqSim.load(snapshot)
     default:
-        throw ModelError(.unsupported, "snapshot \(snapshot.path): model kind '\(snapshot.manifest.kind)' cannot be evaluated by this build (known: \(([TransitionModel.kind, SASRec.kind] + DiffuRec.kinds).joined(separator: ", ")))")
+        throw ModelError(.unsupported, "snapshot \(snapshot.path): model kind '\(snapshot.manifest.kind)' cannot be evaluated by this build (known: \(([TransitionModel.kind, SASRec.kind, LLMSeqSim.kind] + DiffuRec.kinds).joined(separator: ", ")))")
     }
 }
 

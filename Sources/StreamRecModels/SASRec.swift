@@ -94,6 +94,9 @@ public final class SASRec: @unchecked Sendable {
     public var version: String = ""
     public var training = SnapshotManifest.TrainingSummary(users: 0, items: 0, interactions: 0, source: "")
     public var metrics: [String: Double] = [:]
+    /// LLM2SASRec: the text-to-model projection its item table was initialised with (kept so
+    /// items that arrive later can be projected the same way); nil for plain SASRec.
+    public var textProjection: TextProjection?
 
     public static func parameterSpecs(_ c: SASRecConfig, items: Int) -> [(name: String, shape: [Int])] {
         let d = c.width, f = c.ffn
@@ -201,6 +204,15 @@ public final class SASRec: @unchecked Sendable {
         var writer = SnapshotWriter(kind: Self.kind, items: items, hyperParameters: config.hyperParameters,
                                     training: training, metrics: metrics.filter { $0.value.isFinite })
         for entry in store.entries { try writer.add(entry.name, floats: store.floats(entry.name), shape: entry.shape) }
+        if let projection = textProjection {
+            // Same kind ("sasrec"): serving and evaluation need nothing new; the extra tensors
+            // only matter to the cold-start path.
+            writer.hyperParameters["init"] = "llm2sasrec"
+            writer.hyperParameters["text_model_id"] = projection.textModelID
+            writer.hyperParameters["text_projection_scale"] = "\(projection.scale)"
+            try writer.add("text_projection.mean", floats: projection.mean, shape: [projection.textDimension])
+            try writer.add("text_projection.components", floats: projection.components, shape: [projection.textDimension, projection.width])
+        }
         return writer
     }
 
@@ -230,6 +242,15 @@ public final class SASRec: @unchecked Sendable {
                 throw ModelError(.badSnapshot, "snapshot \(snapshot.path): tensor '\(entry.name)' holds NaN or infinite weights; retrain the model (lower the learning rate or set a gradient clip)")
             }
             model.store.load(entry.name, values)
+        }
+        if let entry = snapshot.tensor(named: "text_projection.components") {
+            let D = entry.shape.first ?? 0
+            guard entry.shape == [D, config.width], D > 0, let scale = Float(manifest.hyperParameters["text_projection_scale"] ?? "") else {
+                throw ModelError(.badSnapshot, "snapshot \(snapshot.path): text_projection.components has shape \(entry.shape) (expected [D, \(config.width)]) or the scale is missing; retrain with `streamrec train --model llm2sasrec`")
+            }
+            model.textProjection = TextProjection(mean: try snapshot.floats("text_projection.mean", shape: [D]),
+                                                  components: try snapshot.floats("text_projection.components", shape: [D, config.width]),
+                                                  scale: scale, textModelID: manifest.hyperParameters["text_model_id"] ?? "")
         }
         model.version = manifest.modelVersion
         model.training = manifest.training

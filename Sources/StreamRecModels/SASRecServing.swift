@@ -248,14 +248,26 @@ public final class SASRecIncremental: @unchecked Sendable {
     }
 }
 
+/// Items added after the snapshot (cold-start, from their text through the model's projection):
+/// extra output rows [n, d] scored after the table. They are candidates only: the engine's
+/// per-user caches hold hidden states, which a new scoring row does not change, so nothing is
+/// invalidated; as session input they are skipped until a snapshot gives them a learned row.
+final class AppendedRows: @unchecked Sendable {
+    let lock = NSLock()
+    var ids: [ItemID] = []
+    var table: [Float] = []
+    var known: Set<ItemID> = []
+}
+
 /// SASRec answering the service: maps the service's item ids to model rows and back, excludes
 /// what the policy says, and ranks the whole catalogue from the incremental hidden states.
-public struct SASRecRecommender: Recommender {
+public struct SASRecRecommender: ItemExtensibleRecommender {
     public let descriptor: ModelDescriptor
     public let engine: SASRecIncremental
     /// Service id of each model row.
     let serviceIDs: [ItemID]
     let rowOf: [ItemID: Int32]
+    let appended = AppendedRows()
 
     public init(model: SASRec, itemID: (String) -> ItemID, cacheUsers: Int = 4096) {
         engine = SASRecIncremental(model: model, cacheUsers: cacheUsers)
@@ -264,6 +276,25 @@ public struct SASRecRecommender: Recommender {
         for (row, id) in serviceIDs.enumerated() { rowOf[id] = Int32(row) }
         self.rowOf = rowOf
         descriptor = ModelDescriptor(name: SASRec.kind, version: model.version)
+    }
+
+    public var textDimension: Int? { engine.model.textProjection?.textDimension }
+
+    public func knows(_ item: ItemID) -> Bool {
+        rowOf[item] != nil || appended.lock.withLock { appended.known.contains(item) }
+    }
+
+    public func addItems(_ items: [(id: ItemID, external: String, textVector: [Float])]) {
+        guard let projection = engine.model.textProjection else { return }
+        let fresh = items.filter { rowOf[$0.id] == nil && $0.textVector.count == projection.textDimension }
+        guard !fresh.isEmpty else { return }
+        let rows = projection.project(fresh.flatMap(\.textVector))
+        appended.lock.withLock {
+            for (i, item) in fresh.enumerated() where appended.known.insert(item.id).inserted {
+                appended.ids.append(item.id)
+                appended.table.append(contentsOf: rows[(i * projection.width)..<((i + 1) * projection.width)])
+            }
+        }
     }
 
     public func recommend(_ requests: [RecommendationRequest]) -> [[ScoredItem]] {
@@ -278,6 +309,19 @@ public struct SASRecRecommender: Recommender {
         flat.withUnsafeBufferPointer { h in
             scores.withUnsafeMutableBufferPointer { engine.model.scores(hidden: h.baseAddress!, count: requests.count, into: $0.baseAddress!) }
         }
+        let (extraIDs, extraTable) = appended.lock.withLock { (appended.ids, appended.table) }
+        let n = extraIDs.count
+        var extraScores = [Float](repeating: 0, count: requests.count * n)
+        if n > 0 {
+            flat.withUnsafeBufferPointer { h in
+                extraTable.withUnsafeBufferPointer { t in
+                    extraScores.withUnsafeMutableBufferPointer { o in
+                        BLAS.gemm(transB: true, m: requests.count, n: n, k: d, a: h.baseAddress!, lda: d, b: t.baseAddress!, ldb: d,
+                                  c: o.baseAddress!, ldc: n)
+                    }
+                }
+            }
+        }
         return requests.enumerated().map { i, request in
             var top = TopK(k: request.k)
             for row in 0..<v {
@@ -286,7 +330,10 @@ public struct SASRecRecommender: Recommender {
                 if request.exclude.contains(serviceIDs[row]) { continue }
                 top.insert(score: score, id: row)
             }
-            return top.sorted().map { ScoredItem(item: serviceIDs[$0.id], score: $0.score) }
+            for j in 0..<n where !request.exclude.contains(extraIDs[j]) {
+                top.insert(score: extraScores[i * n + j], id: v + j)
+            }
+            return top.sorted().map { ScoredItem(item: $0.id < v ? serviceIDs[$0.id] : extraIDs[$0.id - v], score: $0.score) }
         }
     }
 }

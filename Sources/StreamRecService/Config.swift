@@ -14,6 +14,9 @@ public struct StreamRecConfig: Sendable {
         /// Compacted topic of model announcements (key = model name); `serve` follows it when
         /// `model.registry` is set, `streamrec models promote|rollback --brokers` writes it.
         public var modelUpdatesTopic = "model-updates"
+        /// Compacted topic of item texts (key = item id, value = {"title", "extra"?}); `serve`
+        /// follows it when `model.embeddings` and `model.encoder` are set (cold-start items).
+        public var itemsTopic = "items"
         public var groupID = "streamrec"
         public var clientID = "streamrec"
         /// Extra librdkafka properties (e.g. security.protocol, sasl.*), applied last.
@@ -51,6 +54,13 @@ public struct StreamRecConfig: Sendable {
         /// Users whose per-layer keys and values SASRec keeps for incremental inference (LRU);
         /// ~200 KB each at d=64, L=200, 2 blocks when full. 0 disables the cache.
         public var cacheUsers = 4096
+        /// Embedding cache (`streamrec embed`) that new items from `kafka.items_topic` are
+        /// embedded into; with `encoder`, turns the cold-start path on.
+        public var embeddings: String? = nil
+        /// Sentence-encoder directory (e.g. models/all-MiniLM-L6-v2) for new items' texts.
+        public var encoder: String? = nil
+        /// Item records read and embedded per step of the cold-start path.
+        public var embedBatch = 32
         public init() {}
     }
     /// `streamrec retrain` (docs/operations.md, "Retrain runbook").
@@ -160,6 +170,7 @@ public enum ConfigLoader {
         nonEmpty("kafka.output_topic", "topic recommendations are published to", \.kafka.outputTopic),
         nonEmpty("kafka.dlq_topic", "dead-letter topic for rejected events", \.kafka.dlqTopic),
         nonEmpty("kafka.model_updates_topic", "compacted topic of model announcements (key = model.name)", \.kafka.modelUpdatesTopic),
+        nonEmpty("kafka.items_topic", "compacted topic of item texts for cold-start items (key = item id)", \.kafka.itemsTopic),
         nonEmpty("kafka.group_id", "consumer group of the serving instances", \.kafka.groupID),
         nonEmpty("kafka.client_id", "client.id reported to the brokers", \.kafka.clientID),
         nonEmpty("state.directory", "LevelDB directory of this instance", \.state.directory),
@@ -246,6 +257,9 @@ public enum ConfigLoader {
             c.retrain.sasrec.seed = n
             return nil
         },
+        string("model.embeddings", "embedding cache file new items are embedded into (cold-start path, with model.encoder)", \.model.embeddings),
+        string("model.encoder", "sentence-encoder directory for new items' texts (cold-start path, with model.embeddings)", \.model.encoder),
+        int("model.embed_batch", "item records embedded per step of the cold-start path", 1...10_000, \.model.embedBatch),
         nonEmpty("metrics.host", "address of the /metrics and /healthz endpoint", \.metrics.host),
         int("metrics.port", "port of the endpoint (0 = any free port, -1 = off)", -1...65_535, \.metrics.port),
     ]

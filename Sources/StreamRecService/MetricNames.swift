@@ -18,6 +18,9 @@ public enum MetricNames {
     public static let consumerErrors = "streamrec_consumer_errors_total"
     public static let offsetGaps = "streamrec_offset_gaps_total"             // input records the broker skipped
     public static let modelReloads = "streamrec_model_reloads_total"         // dimension: result (ok, refused)
+    public static let itemsEmbedded = "streamrec_items_embedded_total"       // item texts run through the encoder (cold-start path)
+    public static let itemsAdded = "streamrec_items_added_total"             // new items made rankable without a new snapshot
+    public static let itemsRejected = "streamrec_items_rejected_total"       // items-topic records that are not {"title", "extra"?}
 }
 
 /// The pipeline's instruments, made from a factory the caller passes in (no global bootstrap).
@@ -38,6 +41,9 @@ public final class PipelineMetrics: @unchecked Sendable {
     let offsetGaps: Counter
     let reloadsOK: Counter
     let reloadsRefused: Counter
+    let itemsEmbedded: Counter
+    let itemsAdded: Counter
+    let itemsRejected: Counter
     private var dlq: [String: Counter] = [:]
     private var lag: [String: Gauge] = [:]
 
@@ -58,6 +64,9 @@ public final class PipelineMetrics: @unchecked Sendable {
         offsetGaps = Counter(label: MetricNames.offsetGaps, factory: factory)
         reloadsOK = Counter(label: MetricNames.modelReloads, dimensions: [("result", "ok")], factory: factory)
         reloadsRefused = Counter(label: MetricNames.modelReloads, dimensions: [("result", "refused")], factory: factory)
+        itemsEmbedded = Counter(label: MetricNames.itemsEmbedded, factory: factory)
+        itemsAdded = Counter(label: MetricNames.itemsAdded, factory: factory)
+        itemsRejected = Counter(label: MetricNames.itemsRejected, factory: factory)
     }
 
     func modelReloaded(failed: Bool) { (failed ? reloadsRefused : reloadsOK).increment() }

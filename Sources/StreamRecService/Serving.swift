@@ -16,6 +16,7 @@ public enum ModelLoader {
             case transition(TransitionModel)
             case sasrec(SASRec)
             case diffurec(DiffuRec)
+            case llmseqsim(LLMSeqSim)
         }
         let model: Model
         public let kind: String
@@ -34,8 +35,10 @@ public enum ModelLoader {
             model = .sasrec(try SASRec.load(snapshot))
         case let kind where DiffuRec.kinds.contains(kind):
             model = .diffurec(try DiffuRec.load(snapshot))
+        case LLMSeqSim.kind:
+            model = .llmseqsim(try LLMSeqSim.load(snapshot))
         default:
-            throw ModelError(.unsupported, "snapshot \(path): model kind '\(snapshot.manifest.kind)' cannot be served by this build (known: \(([TransitionModel.kind, SASRec.kind] + DiffuRec.kinds).joined(separator: ", "))); upgrade streamrec or pass another snapshot")
+            throw ModelError(.unsupported, "snapshot \(path): model kind '\(snapshot.manifest.kind)' cannot be served by this build (known: \(([TransitionModel.kind, SASRec.kind, LLMSeqSim.kind] + DiffuRec.kinds).joined(separator: ", "))); upgrade streamrec or pass another snapshot")
         }
         return Decoded(model: model, kind: snapshot.manifest.kind, version: snapshot.manifest.modelVersion, items: snapshot.manifest.items)
     }
@@ -56,6 +59,8 @@ public enum ModelLoader {
         case .sasrec(let model):
             recommender = model.bind(cacheUsers: config.cacheUsers) { vocabulary.idOrAssign($0) }
         case .diffurec(let model):
+            recommender = model.bind { vocabulary.idOrAssign($0) }
+        case .llmseqsim(let model):
             recommender = model.bind { vocabulary.idOrAssign($0) }
         }
         if vocabulary.hasPending {
@@ -189,6 +194,15 @@ public final class ServingStack: @unchecked Sendable {
             logger.error("model refused; the current one keeps serving", metadata: ["path": "\(path)", "error": "\(error)",
                                                                                    "serving": "\(model.recommender.descriptor.version)"])
             throw error
+        }
+    }
+
+    /// Runs `body` between micro-batches with the vocabulary to itself, unless the service is
+    /// closing (LevelDB may be gone): for writers off the pipeline thread (the item ingestor).
+    func withVocabularyWhileOpen<T>(_ body: () throws -> T) throws -> T {
+        try reloadLock.withLock {
+            guard !closed else { throw PipelineError(code: .storage, message: "the service is shutting down; not done") }
+            return try pipeline.withVocabulary(body)
         }
     }
 

@@ -9,15 +9,22 @@ struct Evaluate: AsyncParsableCommand {
 
     @OptionGroup var common: CommonOptions
     @Option(help: "Snapshot to evaluate (its manifest kind picks the model).") var snapshot: String?
-    @Option(help: "Evaluate a baseline built from the training part instead of a snapshot: popularity.") var model: String?
+    @Option(help: "Evaluate a model built without training instead of a snapshot: popularity, or llmseqsim (with --embeddings).") var model: String?
+    @Option(help: "Embedding cache for --model llmseqsim (`streamrec embed`).") var embeddings: String?
+    @Option(help: "LLMSeqSim session embedding: mean, or decay (recency-weighted).") var aggregation: String = "mean"
+    @Option(help: "LLMSeqSim decay: items after which a weight halves.") var halfLife: Double = 3
     @Option(help: "Dataset: a directory with sequences.txt, a sequences .txt, MovieLens ratings.dat, or user,item,timestamp .csv.") var data: String
     @Option(help: "Which held-out item to rank: test or validation.") var split: EvaluationSplit = .test
     @Option(help: "Where to write the JSON report (default: beside the snapshot as SNAPSHOT.eval.json; none for a baseline).") var json: String?
     @Option(help: "Sessions scored per batch.") var batch: Int = 256
 
     func validate() throws {
-        if let model, model != PopularityScorer.kind {
-            throw ValidationError("unknown baseline '\(model)'; available: \(PopularityScorer.kind) (models with a snapshot are evaluated with --snapshot)")
+        if let model, model != PopularityScorer.kind, model != LLMSeqSim.kind {
+            throw ValidationError("unknown baseline '\(model)'; available: \(PopularityScorer.kind), \(LLMSeqSim.kind) (models with a snapshot are evaluated with --snapshot)")
+        }
+        if model == LLMSeqSim.kind, embeddings == nil { throw ValidationError("--model llmseqsim needs --embeddings CACHE (see `streamrec embed`)") }
+        guard LLMSeqSimConfig.Aggregation(rawValue: aggregation) != nil, halfLife > 0 else {
+            throw ValidationError("--aggregation must be mean or decay and --half-life positive")
         }
         if (snapshot == nil) == (model == nil) {
             throw ValidationError("pass either --snapshot PATH or --model \(PopularityScorer.kind)")
@@ -52,6 +59,12 @@ struct Evaluate: AsyncParsableCommand {
                 if !file.manifest.training.source.hasSuffix("(holdout loo)") {
                     FileHandle.standardError.write(Data("warning: \(snapshot) was not trained with `--holdout loo` (source: \(file.manifest.training.source)); if it saw these targets, the figures are inflated\n".utf8))
                 }
+            } else if model == LLMSeqSim.kind {
+                let cache = try EmbeddingCache.load(path: embeddings!)
+                let config = LLMSeqSimConfig(aggregation: LLMSeqSimConfig.Aggregation(rawValue: aggregation)!, halfLife: halfLife)
+                let sim = LLMSeqSim.build(cache: cache, items: Array(Set(dataset.sequences.lazy.flatMap(\.items))).sorted(), config: config)
+                scorer = sim
+                descriptor = ModelDescriptor(name: LLMSeqSim.kind, version: aggregation == "mean" ? "mean" : "decay-\(halfLife)")
             } else {
                 scorer = PopularityScorer(sequences: leaveOneOut.train)
                 descriptor = ModelDescriptor(name: PopularityScorer.kind, version: "")

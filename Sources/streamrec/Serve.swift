@@ -51,6 +51,9 @@ struct Serve: AsyncParsableCommand {
                 let watcher = ModelWatcher(stack: stack, registry: try ModelRegistry(root: root), metrics: metrics, logger: logger)
                 services.append(.init(service: ModelWatcherService(watcher: watcher)))
             }
+            if let ingestor = try ItemIngestor.fromConfig(stack: stack, metrics: metrics, logger: logger) {
+                services.append(.init(service: ItemIngestorService(ingestor: ingestor)))
+            }
             if settings.metrics.port >= 0 {
                 let health = stack.pipeline.health
                 services.append(.init(service: MetricsServer(host: settings.metrics.host, port: settings.metrics.port, registry: registry,

@@ -8,7 +8,10 @@ struct Train: ParsableCommand {
         discussion: "sasrec and the diffusion models (diffurec, diffurecsys-v1, diffurecsys-v2) write a checkpoint every epoch (OUT.ckpt) and resume from it with --resume; a report (OUT.report.md, OUT.report.svg) lands beside the snapshot. Options without a value take the model's defaults (sasrec: the SASRec paper's; diffusion: DiffuRecSys section 6.2).")
 
     @OptionGroup var common: CommonOptions
-    @Option(help: "Model kind: transition, sasrec, diffurec, diffurecsys-v1, diffurecsys-v2.") var model: String = "transition"
+    @Option(help: "Model kind: transition, sasrec, llm2sasrec (SASRec initialised from text embeddings), llmseqsim (no training: a snapshot of the item vectors), diffurec, diffurecsys-v1, diffurecsys-v2.") var model: String = "transition"
+    @Option(help: "Item vectors: an embedding cache from `streamrec embed` (llmseqsim, llm2sasrec, diffurec*), or for diffurec* also a TSV item_id<TAB>v1 v2 ... (reduced to the width by PCA).") var embeddings: String?
+    @Option(help: "LLMSeqSim session embedding: mean or decay.") var aggregation: String = "mean"
+    @Option(help: "LLMSeqSim decay: items after which a weight halves.") var halfLife: Double = 3
     @Option(help: "Training data: a directory with sequences.txt, a sequences .txt, MovieLens ratings.dat, or user,item,timestamp .csv.") var data: String
     @Option(help: "Snapshot file to write.") var out: String
     @Option(help: "loo: hold out each user's last two items (validation and test targets) so `streamrec evaluate` is honest; none: train on everything (for serving).")
@@ -38,7 +41,6 @@ struct Train: ParsableCommand {
     @Option(help: "Multiply the learning rate by --decay-gamma every this many epochs (diffusion).") var decayEvery: Int = 30
     @Option(help: "Learning-rate decay factor (diffusion).") var decayGamma: Float = 0.1
     @Option(help: "Gradient-norm clip, 0 = off.") var clipNorm: Float = 0
-    @Option(help: "Start the item table from vectors: TSV item_id<TAB>v1 v2 ... (reduced to --width by PCA; diffusion).") var embeddings: String?
     @Option(help: "Validate every N epochs.") var evalEvery: Int = 5
     @Option(help: "Stop after this many validations without improvement.") var patience: Int = 4
     @Option(help: "Random seed.") var seed: UInt64 = 42
@@ -53,9 +55,10 @@ struct Train: ParsableCommand {
         do {
             switch model {
             case "transition": try trainTransition()
-            case "sasrec": try trainSASRec()
+            case "sasrec", "llm2sasrec": try trainSASRec()
+            case LLMSeqSim.kind: try buildLLMSeqSim()
             case let kind where DiffuRecConfig.Variant(rawValue: kind) != nil: try trainDiffuRec(DiffuRecConfig.Variant(rawValue: kind)!)
-            default: throw ValidationError("unknown model '\(model)'; available: transition, sasrec, diffurec, diffurecsys-v1, diffurecsys-v2")
+            default: throw ValidationError("unknown model '\(model)'; available: transition, sasrec, llm2sasrec, llmseqsim, diffurec, diffurecsys-v1, diffurecsys-v2")
             }
         } catch let error as ModelError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
@@ -78,6 +81,29 @@ struct Train: ParsableCommand {
                      model, sequences.count, interactions, holdout.rawValue, Date().timeIntervalSince(start), out))
     }
 
+    private func loadCache() throws -> EmbeddingCache {
+        guard let embeddings else { throw ValidationError("--model \(model) needs --embeddings CACHE (make one with `streamrec embed --items DIR/items.tsv --out CACHE`)") }
+        return try EmbeddingCache.load(path: embeddings)
+    }
+
+    /// No training: the snapshot holds the vectors of the dataset's items (all of them: text is
+    /// not interaction data, so the holdout does not apply; recorded as loo for `evaluate`).
+    private func buildLLMSeqSim() throws {
+        guard let kind = LLMSeqSimConfig.Aggregation(rawValue: aggregation), halfLife > 0 else {
+            throw ValidationError("--aggregation must be mean or decay and --half-life positive")
+        }
+        let start = Date()
+        let cache = try loadCache()
+        let dataset = try SequenceDataset.load(path: data)
+        let split = EncodedSplit(dataset)
+        let sim = LLMSeqSim.build(cache: cache, items: split.items, config: .init(aggregation: kind, halfLife: halfLife))
+        sim.training = .init(users: dataset.sequences.count, items: sim.items.count, interactions: 0, source: "\(data) (holdout \(holdout.rawValue))")
+        try sim.save(to: out)
+        let missing = split.items.count - sim.items.count
+        print(String(format: "built llmseqsim over %d items (%d without a vector left out), %@ aggregation, in %.2f s -> %@",
+                     sim.items.count, missing, aggregation, Date().timeIntervalSince(start), out))
+    }
+
     private func trainSASRec() throws {
         guard let lossKind = SASRecConfig.Loss(rawValue: loss) else {
             throw ValidationError("unknown --loss '\(loss)'; use ce, bce or sampled")
@@ -97,6 +123,13 @@ struct Train: ParsableCommand {
         config.learningRate = lr; config.batchSize = batchSize ?? 128; config.evalEvery = evalEvery; config.patience = patience
         config.seed = seed; config.weightDecay = weightDecay ?? 0; config.clipNorm = clipNorm
         let sasrec = SASRec(config: config, items: split.items)
+        if model == "llm2sasrec" {
+            let cache = try loadCache()
+            let pcaStart = Date()
+            let initialised = try sasrec.initializeItemEmbeddings(from: cache)
+            print(String(format: "llm2sasrec: %d of %d item embeddings initialised from text (PCA %d -> %d in %.2f s, scale %.4g)", initialised,
+                         split.items.count, cache.dimension, width, Date().timeIntervalSince(pcaStart), sasrec.textProjection!.scale))
+        }
         sasrec.training = .init(users: dataset.sequences.count, items: split.items.count,
                                 interactions: split.train.reduce(0) { $0 + $1.count }, source: "\(data) (holdout \(holdout.rawValue))")
         let trainer = SASRecTrainer(model: sasrec)
@@ -111,11 +144,11 @@ struct Train: ParsableCommand {
         // Training time across resumes (sum of epoch wall times); this invocation's wall time is printed too.
         let wall = sasrec.metrics["train_seconds"] ?? Date().timeIntervalSince(start)
         try sasrec.save(to: out)
-        let settings = config.hyperParameters.merging(["data": data, "holdout": holdout.rawValue]) { a, _ in a }
-        try TrainingReport.markdown(model: "sasrec", snapshot: out, settings: settings, history: trainer.history,
+        let settings = config.hyperParameters.merging(["data": data, "holdout": holdout.rawValue, "init": model == "llm2sasrec" ? "llm2sasrec (\(embeddings ?? ""))" : "random"]) { a, _ in a }
+        try TrainingReport.markdown(model: model, snapshot: out, settings: settings, history: trainer.history,
                                     metrics: sasrec.metrics, wallSeconds: wall).write(toFile: out + ".report.md", atomically: true, encoding: .utf8)
-        try TrainingReport.svg(title: "SASRec on \(data)", history: trainer.history).write(toFile: out + ".report.svg", atomically: true, encoding: .utf8)
-        print(String(format: "trained sasrec: best validation NDCG@10 %.4f after %d epochs, %@ of training (this run %@) -> %@ (report: %@.report.md)",
+        try TrainingReport.svg(title: "\(model == "llm2sasrec" ? "LLM2SASRec" : "SASRec") on \(data)", history: trainer.history).write(toFile: out + ".report.svg", atomically: true, encoding: .utf8)
+        print(String(format: "trained \(model): best validation NDCG@10 %.4f after %d epochs, %@ of training (this run %@) -> %@ (report: %@.report.md)",
                      trainer.bestNDCG, trainer.completedEpochs, formatDuration(wall), formatDuration(Date().timeIntervalSince(start)), out, out))
     }
 }

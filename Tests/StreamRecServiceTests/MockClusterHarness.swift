@@ -57,10 +57,10 @@ final class MockClusterHarness: @unchecked Sendable {
         return c
     }
 
-    func produce(_ records: [(key: String?, value: [UInt8])]) throws {
+    func produce(_ records: [(key: String?, value: [UInt8])], topic: String? = nil) throws {
         let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "5", "log_level": "3"])
         for r in records {
-            try producer.send(KafkaRecord(topic: input, key: r.key.map { Array($0.utf8) }, value: r.value))
+            try producer.send(KafkaRecord(topic: topic ?? input, key: r.key.map { Array($0.utf8) }, value: r.value))
         }
         guard producer.flush(timeoutMs: 30_000) else { throw HarnessError("test producer flush timed out") }
         let failures = producer.takeDeliveryFailures()
@@ -70,12 +70,14 @@ final class MockClusterHarness: @unchecked Sendable {
 
     /// The real stack on a thread; returns a handle to stop it and wait. With `model.registry`
     /// set, the model watcher runs on a second thread, as in `serve`.
-    func startService(config: StreamRecConfig? = nil) throws -> RunningService {
+    /// `ingestor`: also run the cold-start item ingestor (cache + embedder) on a third thread.
+    func startService(config: StreamRecConfig? = nil,
+                      ingestor: ((ServingStack, PipelineMetrics) throws -> ItemIngestor)? = nil) throws -> RunningService {
         let metrics = PipelineMetrics(factory: PrometheusMetricsFactory(registry: PrometheusCollectorRegistry()))
         let config = config ?? self.config()
         let stack = try ServingStack(config: config, metrics: metrics, logger: Self.logger)
         let watcher = try config.model.registry.map { ModelWatcher(stack: stack, registry: try ModelRegistry(root: $0), metrics: metrics, logger: Self.logger) }
-        return RunningService(stack: stack, metrics: metrics, watcher: watcher)
+        return RunningService(stack: stack, metrics: metrics, watcher: watcher, ingestor: try ingestor?(stack, metrics))
     }
 
     static let logger: Logger = {
@@ -103,14 +105,23 @@ final class RunningService: @unchecked Sendable {
     let stack: ServingStack
     let metrics: PipelineMetrics
     let watcher: ModelWatcher?
+    let ingestor: ItemIngestor?
     private let done = DispatchSemaphore(value: 0)
     private let watcherDone = DispatchSemaphore(value: 0)
+    private let ingestorDone = DispatchSemaphore(value: 0)
     private(set) var error: Error?
 
-    init(stack: ServingStack, metrics: PipelineMetrics, watcher: ModelWatcher? = nil) {
+    init(stack: ServingStack, metrics: PipelineMetrics, watcher: ModelWatcher? = nil, ingestor: ItemIngestor? = nil) {
         self.stack = stack
         self.metrics = metrics
         self.watcher = watcher
+        self.ingestor = ingestor
+        if let ingestor {
+            Thread { [self] in
+                ingestor.run()
+                ingestorDone.signal()
+            }.start()
+        }
         let thread = Thread { [self] in
             do { try stack.pipeline.run() } catch { self.error = error }
             stack.close()
@@ -129,6 +140,8 @@ final class RunningService: @unchecked Sendable {
     /// Graceful stop: finish the batch, flush, commit, leave the group, close LevelDB.
     func stop() {
         watcher?.stop.stop()
+        ingestor?.stop.stop()
+        if ingestor != nil { ingestorDone.wait() }
         stack.stop.stop()
         done.wait()
         if watcher != nil { watcherDone.wait() }

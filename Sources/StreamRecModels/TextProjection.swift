@@ -1,0 +1,167 @@
+// PCA from the text-embedding space to a model's width, for LLM2SASRec (arXiv 2402.01339, the
+// paper reduces the LLM embeddings with PCA) and for projecting items that arrive later.
+//
+// Shape legend
+//   N  items with a text vector      D  text width (384)      d  model width (64)
+//
+//   mu [D]      = mean of the rows of X [N,D]
+//   C  [D,D]    = (X - mu)^T (X - mu) / (N - 1)                one sgemm
+//   W  [D,d]    = top-d eigenvectors of C: subspace iteration Q <- orth(C Q) (modified
+//                 Gram-Schmidt), until the Rayleigh quotients settle; columns sorted by
+//                 eigenvalue, each signed so its largest entry is positive (deterministic)
+//   project(x)  = scale * (x - mu) W                             [d]
+//   scale       = sqrt(2 / (V + d)) / sqrt(mean_k lambda_k): the projected table then has the
+//                 per-element RMS of SASRec's Xavier-normal init for item_embedding [V,d], so
+//                 sqrt(d) scaling, positions and layer norms see the magnitudes they were tuned
+//                 for, while the components keep their relative variances (the PCA geometry).
+import Foundation
+import StreamRecNumerics
+
+public struct TextProjection: Sendable, Equatable {
+    public let mean: [Float]
+    /// [D, d], row-major.
+    public let components: [Float]
+    public let scale: Float
+    public let textModelID: String
+
+    public var textDimension: Int { mean.count }
+    public var width: Int { components.count / max(1, mean.count) }
+
+    public init(mean: [Float], components: [Float], scale: Float, textModelID: String) {
+        precondition(!mean.isEmpty && components.count % mean.count == 0)
+        self.mean = mean
+        self.components = components
+        self.scale = scale
+        self.textModelID = textModelID
+    }
+
+    /// rows [n, D] -> [n, d].
+    public func project(_ rows: [Float]) -> [Float] {
+        let D = textDimension, d = width, n = rows.count / D
+        var centered = rows
+        for r in 0..<n { for j in 0..<D { centered[r * D + j] -= mean[j] } }
+        var out = [Float](repeating: 0, count: n * d)
+        centered.withUnsafeBufferPointer { x in
+            components.withUnsafeBufferPointer { w in
+                out.withUnsafeMutableBufferPointer { o in
+                    BLAS.gemm(m: n, n: d, k: D, alpha: scale, a: x.baseAddress!, lda: D, b: w.baseAddress!, ldb: d, c: o.baseAddress!, ldc: d)
+                }
+            }
+        }
+        return out
+    }
+
+    /// PCA of `rows` [n, D]: the mean, the top `width` components [D, width] and their eigenvalues.
+    public static func principalComponents(_ rows: [Float], dimension D: Int, width d: Int, seed: UInt64 = 7,
+                                           maxIterations: Int = 500) -> (mean: [Float], components: [Float], eigenvalues: [Float]) {
+        let n = rows.count / D
+        precondition(n >= 2 && d >= 1 && d <= D, "PCA needs at least 2 rows and 1 <= width <= dimension")
+        var mean = [Float](repeating: 0, count: D)
+        for r in 0..<n { for j in 0..<D { mean[j] += rows[r * D + j] } }
+        for j in 0..<D { mean[j] /= Float(n) }
+        var x = rows
+        for r in 0..<n { for j in 0..<D { x[r * D + j] -= mean[j] } }
+        var cov = [Float](repeating: 0, count: D * D)
+        x.withUnsafeBufferPointer { xp in
+            cov.withUnsafeMutableBufferPointer { c in
+                BLAS.gemm(transA: true, m: D, n: D, k: n, alpha: 1 / Float(n - 1), a: xp.baseAddress!, lda: D, b: xp.baseAddress!, ldb: D,
+                          c: c.baseAddress!, ldc: D)
+            }
+        }
+        var rng = RandomSource(seed: seed)
+        var q = (0..<(D * d)).map { _ in rng.normal() }
+        orthonormalizeColumns(&q, rows: D, cols: d)
+        var z = [Float](repeating: 0, count: D * d)
+        var previous = [Float](repeating: 0, count: d)
+        var eigen = [Float](repeating: 0, count: d)
+        for _ in 0..<maxIterations {
+            multiply(cov, q, into: &z, D: D, d: d)
+            // Rayleigh quotients q_k^T C q_k, from the product already computed.
+            for k in 0..<d {
+                var s: Float = 0
+                for i in 0..<D { s += q[i * d + k] * z[i * d + k] }
+                eigen[k] = s
+            }
+            q = z
+            orthonormalizeColumns(&q, rows: D, cols: d)
+            let change = zip(eigen, previous).map { abs($0 - $1) }.max() ?? 0
+            if change <= 1e-7 * max(1e-12, eigen.map(abs).max() ?? 1) { break }
+            previous = eigen
+        }
+        // Sort by eigenvalue, sign-fix each column.
+        let order = (0..<d).sorted { eigen[$0] > eigen[$1] }
+        var sorted = [Float](repeating: 0, count: D * d)
+        for (newK, k) in order.enumerated() {
+            var peak: Float = 0
+            for i in 0..<D where abs(q[i * d + k]) > abs(peak) { peak = q[i * d + k] }
+            let sign: Float = peak < 0 ? -1 : 1
+            for i in 0..<D { sorted[i * d + newK] = sign * q[i * d + k] }
+        }
+        return (mean, sorted, order.map { max(0, eigen[$0]) })
+    }
+
+    /// Fits the projection to `rows` [n, D] and scales it to SASRec's init for a [items, width] table.
+    public static func fit(_ rows: [Float], dimension D: Int, width d: Int, tableRows: Int, textModelID: String) -> TextProjection {
+        let (mean, components, eigenvalues) = principalComponents(rows, dimension: D, width: d)
+        let meanVariance = eigenvalues.reduce(0, +) / Float(d)
+        let xavier = (2 / Float(tableRows + d)).squareRoot()
+        let scale = meanVariance > 0 ? xavier / meanVariance.squareRoot() : 1
+        return TextProjection(mean: mean, components: components, scale: scale, textModelID: textModelID)
+    }
+
+    private static func multiply(_ cov: [Float], _ q: [Float], into z: inout [Float], D: Int, d: Int) {
+        cov.withUnsafeBufferPointer { c in
+            q.withUnsafeBufferPointer { qp in
+                z.withUnsafeMutableBufferPointer { zp in
+                    BLAS.gemm(m: D, n: d, k: D, a: c.baseAddress!, lda: D, b: qp.baseAddress!, ldb: d, c: zp.baseAddress!, ldc: d)
+                }
+            }
+        }
+    }
+
+    /// Modified Gram-Schmidt on the columns of a row-major [rows, cols] matrix.
+    static func orthonormalizeColumns(_ m: inout [Float], rows: Int, cols: Int) {
+        for k in 0..<cols {
+            for p in 0..<k {
+                var dot: Float = 0
+                for i in 0..<rows { dot += m[i * cols + p] * m[i * cols + k] }
+                for i in 0..<rows { m[i * cols + k] -= dot * m[i * cols + p] }
+            }
+            var norm: Float = 0
+            for i in 0..<rows { norm += m[i * cols + k] * m[i * cols + k] }
+            norm = norm.squareRoot()
+            if norm > 1e-20 {
+                for i in 0..<rows { m[i * cols + k] /= norm }
+            } else {
+                // A degenerate direction (rank-deficient data): any unit vector orthogonal later works.
+                for i in 0..<rows { m[i * cols + k] = i == k % rows ? 1 : 0 }
+            }
+        }
+    }
+}
+
+extension SASRec {
+    /// LLM2SASRec: replaces the item_embedding rows of items with a text vector by their PCA
+    /// projection (fitted on those vectors), keeps the random init for the others, and records
+    /// the projection so later items can be projected the same way. Returns the rows set.
+    @discardableResult
+    public func initializeItemEmbeddings(from cache: EmbeddingCache) throws -> Int {
+        let d = config.width
+        let (vectors, present) = cache.matrix(for: items)
+        let rowsWithText = present.indices.filter { present[$0] }
+        guard rowsWithText.count > d else {
+            throw ModelError(.badData, "only \(rowsWithText.count) of the \(items.count) items have a text embedding in the cache; PCA to width \(d) needs more than \(d). Embed the dataset's items.tsv with `streamrec embed`")
+        }
+        let D = cache.dimension
+        var fitRows = [Float](); fitRows.reserveCapacity(rowsWithText.count * D)
+        for r in rowsWithText { fitRows.append(contentsOf: vectors[(r * D)..<((r + 1) * D)]) }
+        let projection = TextProjection.fit(fitRows, dimension: D, width: d, tableRows: items.count, textModelID: cache.modelID)
+        let projected = projection.project(fitRows)
+        let table = store["item_embedding"].data
+        for (i, r) in rowsWithText.enumerated() {
+            for j in 0..<d { table[r * d + j] = projected[i * d + j] }
+        }
+        textProjection = projection
+        return rowsWithText.count
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import Testing
+import StreamRecKafka
+import StreamRecModels
+import StreamRecNumerics
+import StreamRecText
+@testable import StreamRecService
+
+/// The MiniLM folder (ops/fetch-minilm.sh), or nil: the real-encoder test is then skipped.
+let miniLMDirectory: URL? = {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let directory = SentenceEncoder.defaultDirectory(root: root)
+    return FileManager.default.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path) ? directory : nil
+}()
+
+/// Cold-start items: an item published on the `items` topic becomes recommendable by a running
+/// LLMSeqSim service, without a restart, and unknown items in sessions never stop anything.
+@Suite(.serialized) struct ColdStartItemsMockClusterTests {
+    static let dimension = 8
+
+    /// A fake encoder: a text naming "cluster K" lands near axis K (a little noise from the text).
+    static let embedder: TextEmbedder = { texts in
+        texts.map { text in
+            var v = [Float](repeating: 0, count: dimension)
+            let k = text.split(separator: " ").compactMap { Int($0) }.first ?? 0
+            v[k % dimension] = 1
+            v[(k + 1) % dimension] = Float(text.utf8.count % 7) * 0.01
+            return v
+        }
+    }
+
+    static func event(_ user: String, _ item: String, _ ts: Int64) -> [UInt8] {
+        Array(#"{"user":"\#(user)","item":"\#(item)","ts":\#(ts),"type":"click"}"#.utf8)
+    }
+
+    @Test func aPublishedItemBecomesRecommendableWithoutARestart() throws {
+        let items = (0..<4).flatMap { k in (0..<5).map { "c\(k)-\($0)" } }
+        var cachePath = ""
+        let h = try MockClusterHarness(partitions: 2, trainingSequences: []) { work in
+            // The cache and snapshot the service starts from: every item but the new one.
+            let cache = EmbeddingCache(modelID: "fake", dimension: Self.dimension)
+            try cache.update(items.map { ($0, "cluster \($0.dropFirst().prefix(1)) item \($0)") }, embed: Self.embedder)
+            cachePath = work.appendingPathComponent("items.emb").path
+            try cache.save(to: cachePath)
+            let path = work.appendingPathComponent("llmseqsim.snap").path
+            try LLMSeqSim.build(cache: cache).save(to: path)
+            return path
+        }
+        let itemsTopic = "items-\(h.id)"
+        try h.cluster.createTopic(itemsTopic, partitions: 2)
+        var config = h.config()
+        config.kafka.itemsTopic = itemsTopic
+        config.model.embeddings = cachePath
+        config.recommend.k = 3
+        let service = try h.startService(config: config) { stack, metrics in
+            ItemIngestor(stack: stack, cache: try EmbeddingCache.load(path: cachePath), cachePath: cachePath, embed: Self.embedder,
+                         metrics: metrics, logger: MockClusterHarness.logger)
+        }
+        defer { service.stop() }
+
+        // A bad record first: counted and skipped, never fatal.
+        try h.produce([("bad-1", Array("{not json".utf8)), ("c2-new", Array(#"{"title":"cluster 2 newcomer","extra":"B00NEWASIN"}"#.utf8))],
+                      topic: itemsTopic)
+        let deadline = Date().addingTimeInterval(60)
+        while service.ingestor!.counts.added < 1 && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(service.ingestor!.counts == (added: 1, embedded: 1, rejected: 1))
+        // The cache on disk holds the new item (for the next snapshot and the next start).
+        #expect(try EmbeddingCache.load(path: cachePath).vector(for: "c2-new") != nil)
+
+        // A session of cluster-2 items (and an item nobody announced): the newcomer is in its top 3.
+        try h.produce([("u1", Self.event("u1", "c2-0", 1_000)), ("u1", Self.event("u1", "never-announced", 1_001)),
+                       ("u1", Self.event("u1", "c2-1", 1_002)), ("u1", Self.event("u1", "c2-2", 1_003)),
+                       ("u2", Self.event("u2", "only-unknown", 1_004))])
+        let out = try h.read(h.output, until: { $0.count >= 5 })
+        #expect(out.count == 5)
+        let answers = out.compactMap { try? JSONSerialization.jsonObject(with: Data($0.value ?? [])) as? [String: Any] }
+        let last = answers.first { ($0["event_item"] as? String) == "c2-2" }
+        let recommended = ((last?["items"] as? [[String: Any]]) ?? []).compactMap { $0["item"] as? String }
+        #expect(recommended.contains("c2-new"), "got \(recommended)")
+        #expect(recommended.allSatisfy { $0.hasPrefix("c2-") })
+        // The user with only an unknown item got an (empty) answer, not a stall.
+        let empty = answers.first { ($0["event_item"] as? String) == "only-unknown" }
+        #expect((empty?["items"] as? [Any])?.isEmpty == true)
+    }
+
+    /// The path `serve` takes (ItemIngestor.fromConfig: cache file + MiniLM), with real titles.
+    @Test(.enabled(if: miniLMDirectory != nil, "needs models/all-MiniLM-L6-v2 (ops/fetch-minilm.sh)"))
+    func withTheRealEncoderANewSequelFollowsItsSeries() throws {
+        let directory = miniLMDirectory!
+        let titles: [(String, String, String)] = [
+            ("1", "Toy Story (1995)", "Animation|Children's|Comedy"), ("3114", "Toy Story 2 (1999)", "Animation|Children's|Comedy"),
+            ("6", "Heat (1995)", "Action|Crime|Thriller"), ("296", "Pulp Fiction (1994)", "Crime|Drama"),
+            ("912", "Casablanca (1942)", "Drama|Romance|War"), ("1214", "Alien (1979)", "Action|Horror|Sci-Fi"),
+            ("1196", "Star Wars: Episode V - The Empire Strikes Back (1980)", "Action|Adventure|Drama|Sci-Fi|War"),
+            ("1721", "Titanic (1997)", "Drama|Romance"), ("2028", "Saving Private Ryan (1998)", "Action|Drama|War"),
+            ("858", "Godfather, The (1972)", "Action|Crime|Drama"), ("2571", "Matrix, The (1999)", "Action|Sci-Fi|Thriller"),
+        ]
+        var cachePath = ""
+        let h = try MockClusterHarness(partitions: 1, trainingSequences: []) { work in
+            let encoder = try SentenceEncoder(directory: directory, threads: 1)
+            let cache = EmbeddingCache(modelID: try EmbeddingCache.modelID(directory: directory), dimension: encoder.dimension)
+            try cache.update(titles.map { ($0.0, ItemText.text(title: $0.1, extra: $0.2)) }, embed: { encoder.encode($0) })
+            cachePath = work.appendingPathComponent("ml.emb").path
+            try cache.save(to: cachePath)
+            let path = work.appendingPathComponent("llmseqsim.snap").path
+            try LLMSeqSim.build(cache: cache).save(to: path)
+            return path
+        }
+        let itemsTopic = "items-\(h.id)"
+        try h.cluster.createTopic(itemsTopic, partitions: 1)
+        var config = h.config()
+        config.kafka.itemsTopic = itemsTopic
+        config.model.embeddings = cachePath
+        config.model.encoder = directory.path
+        config.recommend.k = 3
+        let service = try h.startService(config: config) { stack, metrics in
+            try #require(try ItemIngestor.fromConfig(stack: stack, metrics: metrics, logger: MockClusterHarness.logger))
+        }
+        defer { service.stop() }
+        #expect(service.ingestor!.cache.count == titles.count)   // the cache file was reused, not replaced
+        try h.produce([("78499", Array(#"{"title":"Toy Story 3 (2010)","extra":"Animation|Children's|Comedy"}"#.utf8))], topic: itemsTopic)
+        let deadline = Date().addingTimeInterval(60)
+        while service.ingestor!.counts.added < 1 && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(service.ingestor!.counts == (added: 1, embedded: 1, rejected: 0))
+        try h.produce([("u1", Self.event("u1", "1", 1_000)), ("u1", Self.event("u1", "3114", 1_001))])
+        let out = try h.read(h.output, until: { $0.count >= 2 })
+        let answers = out.compactMap { try? JSONSerialization.jsonObject(with: Data($0.value ?? [])) as? [String: Any] }
+        let last = answers.first { ($0["event_item"] as? String) == "3114" }
+        let recommended = ((last?["items"] as? [[String: Any]]) ?? []).compactMap { $0["item"] as? String }
+        #expect(recommended.first == "78499", "got \(recommended)")
+    }
+}
