@@ -16,7 +16,9 @@ public enum Kernels {
         for i in 0..<n {
             let raw = x[i] - shift
             var v = raw < -87.3 ? -87.3 : (raw > 88.3 ? 88.3 : raw)
-            let fx = (v * 1.442_695_04 + 0.5).rounded(.down)
+            // n = round(v / ln 2) by the 1.5 * 2^23 trick: an add and a subtract, where
+            // `rounded()` would be a libm call on baseline x86-64 and stop vectorisation.
+            let fx = (v * 1.442_695_04 + 12_582_912) - 12_582_912
             v = v - fx * 0.693_359_375 + fx * 2.121_944_4e-4
             let z = v * v
             var y: Float = 1.987_569_15e-4
