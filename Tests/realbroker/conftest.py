@@ -79,9 +79,10 @@ class Deployment:
         run_cli("train", "--model", "transition", "--data", str(seqs), "--out", str(self.snapshot), "--holdout", "none")
         self.services = []
 
-    def serve(self, *extra_args, snapshot=True, env=None):
-        """`streamrec serve` for this deployment; snapshot=False serves from --registry in extra_args."""
-        service = Service(self, extra_args, snapshot, env)
+    def serve(self, *extra_args, snapshot=True, env=None, state=None):
+        """`streamrec serve` for this deployment; snapshot=False serves from --registry in extra_args.
+        state: this instance's LevelDB directory (a second instance of the group needs its own)."""
+        service = Service(self, extra_args, snapshot, env, state)
         self.services.append(service)
         return service
 
@@ -143,11 +144,11 @@ def source(message):
 
 
 class Service:
-    def __init__(self, deployment, extra_args=(), snapshot=True, env=None):
+    def __init__(self, deployment, extra_args=(), snapshot=True, env=None, state=None):
         self.d = deployment
         self.log = deployment.tmp / f"serve-{len(deployment.services)}.log"
         self.proc = subprocess.Popen(
-            [str(BIN), "serve", "--brokers", deployment.brokers, "--state", str(deployment.state),
+            [str(BIN), "serve", "--brokers", deployment.brokers, "--state", str(state or deployment.state),
              "--input-topic", deployment.input, "--output-topic", deployment.output,
              "--dlq-topic", deployment.dlq, "--group", deployment.group, "--metrics-port", "0"]
             + (["--snapshot", str(deployment.snapshot)] if snapshot else []) + list(extra_args)

@@ -1,7 +1,8 @@
-"""Retrain end to end with the real binaries and a real broker: `serve --registry` answers a
-steady stream with v1 while `streamrec retrain --config` (a separate process) builds a training
-set from the input topic, trains a transition model, passes the gate, publishes, promotes and
-announces v2; the service switches between micro-batches with exactly one answer per event."""
+"""Retrain end to end with the real binaries and a real broker: two `serve --registry` instances
+of one consumer group answer a steady stream with v1 while `streamrec retrain --config` (a
+separate process) builds a training set from the input topic, trains a transition model, passes
+the gate, publishes, promotes and announces v2; every instance switches between micro-batches,
+with exactly one answer per event."""
 import json
 import subprocess
 import time
@@ -30,8 +31,8 @@ def test_retrain_from_the_topic_is_gated_promoted_and_served(deployment):
     v1 = run_cli("models", "publish", "--registry", str(registry), "--snapshot", str(d.snapshot), "--data-window", "initial").strip()
     run_cli("models", "promote", v1, "--registry", str(registry))
 
-    service = d.serve("--registry", str(registry), snapshot=False,
-                      env={"STREAMREC_KAFKA_MODEL_UPDATES_TOPIC": updates, "STREAMREC_MODEL_REGISTRY_POLL_MS": "600000"})
+    env = {"STREAMREC_KAFKA_MODEL_UPDATES_TOPIC": updates, "STREAMREC_MODEL_REGISTRY_POLL_MS": "600000"}
+    services = [d.serve("--registry", str(registry), snapshot=False, env=env, state=d.tmp / f"state-{i}") for i in range(2)]
     now = int(time.time() * 1000)
     d.produce([walk(n, now) for n in range(480)])
     history = d.answers(d.input_offsets())
@@ -64,7 +65,9 @@ def test_retrain_from_the_topic_is_gated_promoted_and_served(deployment):
     assert v2 != v1
     assert run_cli("models", "current", "--registry", str(registry)).strip() == v2
     assert (registry / "versions" / v2 / "model.snap.report.md").exists()
-    wait_for_swap(service, v2)
+    # Every instance of the group follows the announcement (the pointer poll is off: 10 min).
+    for service in services:
+        wait_for_swap(service, v2)
 
     stream.join(timeout=60)
     assert stream.error is None, stream.error
@@ -83,4 +86,12 @@ def test_retrain_from_the_topic_is_gated_promoted_and_served(deployment):
     for partition, versions in by_partition.items():
         switches = sum(1 for a, b in zip(versions, versions[1:]) if a != b)
         assert versions[0] == v1 and versions[-1] == v2 and switches == 1, f"partition {partition}: {switches} switches"
-    service.terminate()
+    # Both instances owned partitions (the group really was split) and swapped exactly once.
+    for service in services:
+        status, metrics = service.http("/metrics")
+        assert status == 200
+        assert 'streamrec_model_reloads_total{result="ok"} 1' in metrics, [l for l in metrics.splitlines() if "reload" in l]
+        owned = [l for l in metrics.splitlines() if l.startswith("streamrec_assigned_partitions")]
+        assert owned and float(owned[0].split()[-1]) > 0, owned
+    for service in services:
+        service.terminate()
