@@ -245,7 +245,10 @@ public final class SASRecTrainer {
         guard snapshot.manifest.kind == Self.checkpointKind else {
             throw ModelError(.badSnapshot, "checkpoint \(path): holds '\(snapshot.manifest.kind)', not a SASRec checkpoint; delete it or pass another --checkpoint")
         }
-        for (key, value) in config.hyperParameters where key != "epochs" && p[key] != value {
+        // The architecture and data settings must match; how long and how fast to go on may change
+        // (a resumed run may add epochs or lower the learning rate once validation plateaus).
+        let adjustable: Set<String> = ["epochs", "learning_rate"]
+        for (key, value) in config.hyperParameters where !adjustable.contains(key) && p[key] != value {
             throw ModelError(.badSnapshot, "checkpoint \(path): was written with \(key)=\(p[key] ?? "absent"), this run has \(value); resume with the same settings or delete the checkpoint")
         }
         guard snapshot.manifest.items == model.items else {

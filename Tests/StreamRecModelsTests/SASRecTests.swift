@@ -101,6 +101,12 @@ func smallConfig(_ loss: SASRecConfig.Loss = .crossEntropy) -> SASRecConfig {
         other.width = 8
         let mismatch = modelError { try SASRecTrainer(model: SASRec(config: other, items: split.items)).resume(from: dir.path("c.ckpt")) }
         #expect(mismatch?.message.contains("width") == true)
+        // How long and how fast may change: more epochs, a lower learning rate after a plateau.
+        var slower = config
+        slower.learningRate = 1e-4; slower.epochs = 9
+        let continued = SASRecTrainer(model: SASRec(config: slower, items: split.items))
+        try continued.resume(from: dir.path("c.ckpt"))
+        #expect(continued.completedEpochs == 2)
     }
 }
 
