@@ -93,5 +93,10 @@ def test_retrain_from_the_topic_is_gated_promoted_and_served(deployment):
         assert 'streamrec_model_reloads_total{result="ok"} 1' in metrics, [l for l in metrics.splitlines() if "reload" in l]
         owned = [l for l in metrics.splitlines() if l.startswith("streamrec_assigned_partitions")]
         assert owned and float(owned[0].split()[-1]) > 0, owned
+    # `models rollback` restores v1 on every instance within seconds.
+    rolled = run_cli("models", "rollback", "--registry", str(registry), "--brokers", d.brokers, "--topic", updates)
+    assert f"current: {v1}" in rolled, rolled
+    for service in services:
+        assert wait_for_swap(service, v1, timeout=30) < 30
     for service in services:
         service.terminate()
