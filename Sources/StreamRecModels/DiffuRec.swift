@@ -214,12 +214,7 @@ public final class DiffuRec: @unchecked Sendable {
                       ("cross.out.weight", [d, d]), ("cross.out.bias", [d])]
         }
         for b in 0..<c.blocks {
-            specs += [("block\(b).ln1.gamma", [d]), ("block\(b).ln1.beta", [d]),
-                      ("block\(b).qkv.weight", [d, 3 * d]), ("block\(b).qkv.bias", [3 * d]),
-                      ("block\(b).out.weight", [d, d]), ("block\(b).out.bias", [d]),
-                      ("block\(b).ln2.gamma", [d]), ("block\(b).ln2.beta", [d]),
-                      ("block\(b).ffn1.weight", [d, f]), ("block\(b).ffn1.bias", [f]),
-                      ("block\(b).ffn2.weight", [f, d]), ("block\(b).ffn2.bias", [d])]
+            specs += TransformerParameters.block(b, width: d, ffn: f)
         }
         specs += [("final_ln.gamma", [d]), ("final_ln.beta", [d])]
         return specs
@@ -232,15 +227,7 @@ public final class DiffuRec: @unchecked Sendable {
         self.items = items
         store = ParameterStore(Self.parameterSpecs(config, items: items.count))
         schedule = DiffusionSchedule(config.schedule, steps: config.steps)
-        var rng = RandomSource(seed: config.seed)
-        for entry in store.entries {
-            if entry.name.hasSuffix(".gamma") {
-                store.fill(entry.name, 1)
-            } else if entry.shape.count == 2 {
-                let std = (2 / Float(entry.shape[0] + entry.shape[1])).squareRoot()
-                store.initialize(entry.name, normalStd: std, rng: &rng)
-            }
-        }
+        TransformerParameters.initialize(store, seed: config.seed)
     }
 
     private func p(_ name: String) -> Tensor { store[name] }

@@ -16,11 +16,10 @@ public final class DiffuRecTrainer {
     public let config: DiffuRecConfig
     public let optimizer: Adam
     public private(set) var history: [EpochRecord] = []
-    public private(set) var bestNDCG: Double = -1
-    private var bestWeights: [Float]?
+    public var bestNDCG: Double { stopping.bestNDCG }
+    private var stopping = EarlyStopping()
     private var rng: RandomSource
     private var epochsDone = 0
-    private var stale = 0
 
     public init(model: DiffuRec) {
         self.model = model
@@ -118,14 +117,7 @@ public final class DiffuRecTrainer {
                 let (ndcg, hr) = validate(split.validation)
                 record.validationNDCG10 = ndcg
                 record.validationHR10 = hr
-                if ndcg > bestNDCG {
-                    bestNDCG = ndcg
-                    bestWeights = model.store.allValues
-                    stale = 0
-                } else {
-                    stale += 1
-                    stop = stale >= c.patience
-                }
+                stop = stopping.observe(ndcg, patience: c.patience) { model.store.allValues }
                 log?(String(format: "epoch %d: loss %.4f, validation NDCG@10 %.4f HR@10 %.4f (best %.4f)%@", epoch, record.loss, ndcg, hr, bestNDCG,
                             stop ? ", stopping early" : ""))
             }
@@ -133,9 +125,7 @@ public final class DiffuRecTrainer {
             if let checkpoint { try saveCheckpoint(checkpoint) }
             if stop { break }
         }
-        if let bestWeights {
-            bestWeights.withUnsafeBufferPointer { model.store.values.update(from: $0.baseAddress!, count: model.store.count) }
-        }
+        stopping.restoreBest(into: model.store)
         model.metrics["validation_ndcg10"] = bestNDCG
         model.metrics["epochs"] = Double(epochsDone)
     }
@@ -154,8 +144,7 @@ public final class DiffuRecTrainer {
         var hyper = config.hyperParameters
         hyper["epochs_done"] = "\(epochsDone)"
         hyper["adam_step"] = "\(optimizer.step)"
-        hyper["best_ndcg"] = "\(bestNDCG)"
-        hyper["stale"] = "\(stale)"
+        hyper.merge(stopping.checkpointFields) { _, new in new }
         hyper["rng"] = rng.state.map(String.init).joined(separator: ",")
         hyper["history"] = String(decoding: try JSONEncoder().encode(history), as: UTF8.self)
         var writer = SnapshotWriter(kind: Self.checkpointKind, items: model.items, hyperParameters: hyper, training: model.training)
@@ -164,7 +153,7 @@ public final class DiffuRecTrainer {
         let (m, v) = optimizer.moments
         try writer.add("adam.m", floats: m, shape: [n])
         try writer.add("adam.v", floats: v, shape: [n])
-        try writer.add("best", floats: bestWeights ?? model.store.allValues, shape: [n])
+        try stopping.addBest(to: &writer, current: model.store.allValues)
         try writer.write(to: path)
     }
 
@@ -188,9 +177,7 @@ public final class DiffuRecTrainer {
         weights.withUnsafeBufferPointer { model.store.values.update(from: $0.baseAddress!, count: n) }
         optimizer.restore(step: Int(p["adam_step"] ?? "0") ?? 0, m: try snapshot.floats("adam.m", shape: [n]), v: try snapshot.floats("adam.v", shape: [n]))
         epochsDone = Int(p["epochs_done"] ?? "0") ?? 0
-        bestNDCG = Double(p["best_ndcg"] ?? "-1") ?? -1
-        stale = Int(p["stale"] ?? "0") ?? 0
-        if bestNDCG >= 0 { bestWeights = try snapshot.floats("best", shape: [n]) }
+        try stopping.restore(from: p, snapshot, count: n)
         let state = (p["rng"] ?? "").split(separator: ",").compactMap { UInt64($0) }
         if state.count == 4 { rng = RandomSource(state: state) }
         history = (try? JSONDecoder().decode([EpochRecord].self, from: Data((p["history"] ?? "[]").utf8))) ?? []
