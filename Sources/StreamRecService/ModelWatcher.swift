@@ -45,6 +45,9 @@ public final class ModelWatcher: @unchecked Sendable {
         var nextPointerCheck = Date().addingTimeInterval(Double(config.model.registryPollMs) / 1000)
         var announcements: AnnouncementReader? = nil
         var nextConnectAttempt = Date()
+        // Each failed connection can block for seconds (metadata lookups), so retries back off,
+        // doubling up to a minute, and the registry pointer keeps its own pace in between.
+        var retryDelay = Double(config.model.registryPollMs) / 1000
         logger.info("watching for model updates", metadata: [
             "registry": "\(registry.root.path)", "topic": "\(config.kafka.modelUpdatesTopic)", "name": "\(config.model.name)",
             "poll_ms": "\(config.model.registryPollMs)"])
@@ -53,9 +56,11 @@ public final class ModelWatcher: @unchecked Sendable {
             if announcements == nil, Date() >= nextConnectAttempt {
                 do {
                     announcements = try AnnouncementReader(config: config, logger: logger)
+                    retryDelay = Double(config.model.registryPollMs) / 1000
                 } catch {
-                    logger.warning("model announcements unavailable (\(error)); following the registry pointer only, retrying in \(config.model.registryPollMs) ms")
-                    nextConnectAttempt = Date().addingTimeInterval(Double(config.model.registryPollMs) / 1000)
+                    logger.warning("model announcements unavailable (\(error)); following the registry pointer only, retrying in \(Int(retryDelay * 1000)) ms")
+                    nextConnectAttempt = Date().addingTimeInterval(retryDelay)
+                    retryDelay = min(60, retryDelay * 2)
                 }
             }
             var target: ModelAnnouncement? = nil
