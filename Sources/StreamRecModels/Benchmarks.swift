@@ -149,13 +149,13 @@ public enum DiffuRecBenchmark {
 
     /// Latency of scoring `users` full-length histories with K sampling steps (one seed),
     /// scoring and top-10 included; users/s for a batch.
-    public static func inference(_ m: DiffuRec = model(), users: Int, sampleSteps: Int, runs: Int) -> (usersPerSecond: Double, timing: Timing) {
+    public static func inference(_ m: DiffuRec = model(), users: Int, sampleSteps: Int, seeds: Int = 1, runs: Int) -> (usersPerSecond: Double, timing: Timing) {
         let histories = SASRecBenchmark.randomSequences(users, length: m.config.maxLength, items: m.items.count, seed: 2)
         let v = m.items.count
         var scores = [Float](repeating: 0, count: users * v)
         let t = Timing.measure(runs, warmup: 1) {
             scores.withUnsafeMutableBufferPointer { buffer in
-                m.scoreAll(histories: histories, seeds: [1], sampleSteps: sampleSteps, into: buffer.baseAddress!)
+                m.scoreAll(histories: histories, seeds: (0..<UInt64(seeds)).map { 1 + $0 }, sampleSteps: sampleSteps, into: buffer.baseAddress!)
                 Parallel.chunks(users) { range, _ in
                     for u in range { _ = TopK.select(Array(buffer[(u * v)..<((u + 1) * v)]), k: 10) }
                 }

@@ -73,8 +73,10 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
     public var lambdaStd: Float = 0.001
     /// delta_c of eq. 17: V2's training noise has mean 0.1 delta_c (every component).
     public var offsetDelta: Float = 1
-    /// K: reverse steps actually run at inference (strided over the T steps).
-    public var sampleSteps = 32
+    /// K: reverse steps actually run at inference (strided over the T steps). Default 1 (one
+    /// approximator pass from x_T, as the paper's Algorithm 3): on Beauty it ranks exactly as
+    /// K = 32 does (docs/benchmarks.md, the accuracy/latency curve) at 1/28 of the latency.
+    public var sampleSteps = 1
     /// S: seeded sampler runs averaged at inference (Algorithm 3); seeds inferenceSeed + 0..<S.
     public var seeds = 1
     public var inferenceSeed: UInt64 = 2023
@@ -280,9 +282,18 @@ public final class DiffuRec: @unchecked Sendable {
     /// xt [B, d]; steps[b] the step of sequence b; lambda [N, d].
     public func approximate(_ tape: Tape, sequence e: Tensor, queries: Tensor?, layout: SequenceLayout, xt: Tensor,
                             steps: [Int], lambda: Tensor) -> Tensor {
+        var z = approximatorInput(tape, sequence: e, queries: queries, layout: layout, xt: xt, steps: steps, lambda: lambda)
+        for b in 0..<config.blocks - 1 { z = block(tape, z, b, layout: layout) }
+        let last = finalBlock(tape, z, config.blocks - 1, layout: layout)
+        return tape.layerNorm(last, p("final_ln.gamma"), p("final_ln.beta"))
+    }
+
+    /// z [N, d], the blocks' input: the sequence conditioned on x_t and t (eq. 15, or eq. 16 for V1/V2).
+    func approximatorInput(_ tape: Tape, sequence e: Tensor, queries: Tensor?, layout: SequenceLayout, xt: Tensor,
+                           steps: [Int], lambda: Tensor) -> Tensor {
         let c = config
         let conditioned = tape.mul(tape.broadcastRows(tape.add(xt, stepEmbedding(tape, steps: steps)), layout: layout), lambda)
-        var z: Tensor
+        let z: Tensor
         if let queries {
             let kv = tape.linear(conditioned, p("cross.kv.weight"), p("cross.kv.bias"))
             let attended = tape.crossAttention(queries, kv, qLayout: layout, kvLayout: layout, heads: c.heads)
@@ -290,9 +301,21 @@ public final class DiffuRec: @unchecked Sendable {
         } else {
             z = tape.add(e, conditioned)
         }
-        for b in 0..<c.blocks { z = block(tape, z, b, layout: layout) }
-        let last = tape.gather(z, layout.lastRows)
-        return tape.layerNorm(last, p("final_ln.gamma"), p("final_ln.beta"))
+        return z
+    }
+
+    /// The last block, evaluated only where x0_hat is read: every position's keys and values,
+    /// but the query, output projection and FFN of each sequence's last position alone [B, d].
+    /// The same function as `block` followed by taking the last rows, at about a sixth of the
+    /// cost for long windows (and of the training backward too).
+    func finalBlock(_ tape: Tape, _ x: Tensor, _ b: Int, layout: SequenceLayout) -> Tensor {
+        let c = config, lastRows = layout.lastRows
+        let qkv = tape.linear(tape.layerNorm(x, p("block\(b).ln1.gamma"), p("block\(b).ln1.beta")), p("block\(b).qkv.weight"), p("block\(b).qkv.bias"))
+        let attended = tape.singleQueryAttention(tape.gather(qkv, lastRows), qkv, layout: layout, heads: c.heads)
+        let x1 = tape.add(tape.gather(x, lastRows), tape.dropout(tape.linear(attended, p("block\(b).out.weight"), p("block\(b).out.bias")), c.dropout))
+        let inner = tape.gelu(tape.linear(tape.layerNorm(x1, p("block\(b).ln2.gamma"), p("block\(b).ln2.beta")),
+                                          p("block\(b).ffn1.weight"), p("block\(b).ffn1.bias")))
+        return tape.add(x1, tape.dropout(tape.linear(tape.dropout(inner, c.dropout), p("block\(b).ffn2.weight"), p("block\(b).ffn2.bias")), c.dropout))
     }
 
     /// One pre-LN bidirectional transformer block.
@@ -327,10 +350,17 @@ public final class DiffuRec: @unchecked Sendable {
 
     /// Reverse diffusion for non-empty windows (one packed batch): x0 [B, d] after K steps.
     public func sample(windows: [ArraySlice<Int32>], seed: UInt64, sampleSteps: Int) -> [Float] {
+        sample(windows: windows, seeds: [UInt64](repeating: seed, count: windows.count), sampleSteps: sampleSteps)
+    }
+
+    /// Reverse diffusion with a seed per window: one packed batch may hold several seeded runs
+    /// of the same window (Algorithm 3's S runs then cost one pass per step, not S).
+    public func sample(windows: [ArraySlice<Int32>], seeds: [UInt64], sampleSteps: Int) -> [Float] {
         let d = config.width, b = windows.count
         guard b > 0 else { return [] }
+        precondition(seeds.count == b, "sample: \(seeds.count) seeds for \(b) windows")
         let layout = SequenceLayout(lengths: windows.map(\.count))
-        var rngs = windows.map { Self.sequenceGenerator(seed: seed, window: $0) }
+        var rngs = zip(windows, seeds).map { Self.sequenceGenerator(seed: $1, window: $0) }
         let tape = Tape(recording: false, training: false)
         let e = embedSequence(tape, ids: windows.flatMap { $0 })
         let queries = crossQueries(tape, e)
@@ -367,13 +397,17 @@ public final class DiffuRec: @unchecked Sendable {
         let total = UnsafeMutablePointer<Float>.allocate(capacity: b * v)
         defer { logits.deallocate(); total.deallocate() }
         let table = store["item_embedding"].data
-        for (k, seed) in seeds.enumerated() {
-            let x0 = sample(windows: windows, seed: seed, sampleSteps: sampleSteps)
-            x0.withUnsafeBufferPointer { x in
+        // All S seeded runs of every window sample in one packed batch (seed-major), so S > 1
+        // adds rows to each step's GEMMs rather than whole sequential passes.
+        let runs = seeds.flatMap { seed in windows.map { _ in seed } }
+        let x0All = sample(windows: seeds.flatMap { _ in windows }, seeds: runs, sampleSteps: sampleSteps)
+        for k in seeds.indices {
+            x0All.withUnsafeBufferPointer { all in
+                let x = all.baseAddress! + k * b * d
                 if b == 1 {
-                    BLAS.gemv(m: v, n: d, a: table, lda: d, x: x.baseAddress!, y: logits)
+                    BLAS.gemv(m: v, n: d, a: table, lda: d, x: x, y: logits)
                 } else {
-                    Parallel.gemm(transB: true, m: b, n: v, k: d, a: x.baseAddress!, lda: d, b: table, ldb: d, c: logits, ldc: v)
+                    Parallel.gemm(transB: true, m: b, n: v, k: d, a: x, lda: d, b: table, ldb: d, c: logits, ldc: v)
                 }
             }
             Parallel.chunks(b) { range, _ in
@@ -551,6 +585,28 @@ extension DiffuRec: CatalogScorer {
     /// The seed-averaged sampler with the configured K and S.
     public func scoreAll(histories: [[Int32]], into out: UnsafeMutablePointer<Float>) {
         scoreAll(histories: histories, seeds: inferenceSeeds, sampleSteps: config.sampleSteps, into: out)
+    }
+}
+
+/// A DiffuRec model scored with a chosen sampler (K steps, S seeds) instead of the one its
+/// snapshot configures: `streamrec evaluate --sample-steps K --seeds S`, and the
+/// accuracy/latency curve that picks the serving defaults.
+public struct DiffuRecSamplerScorer: CatalogScorer {
+    public let model: DiffuRec
+    public let sampleSteps: Int
+    public let seeds: [UInt64]
+
+    /// K is clamped to 1...T; S >= 1 seeds, inferenceSeed + 0..<S as the service uses.
+    public init(model: DiffuRec, sampleSteps: Int, seeds: Int) {
+        self.model = model
+        self.sampleSteps = min(max(1, sampleSteps), model.config.steps)
+        self.seeds = (0..<UInt64(max(1, seeds))).map { model.config.inferenceSeed &+ $0 }
+    }
+
+    public var items: [String] { model.items }
+
+    public func scoreAll(histories: [[Int32]], into out: UnsafeMutablePointer<Float>) {
+        model.scoreAll(histories: histories, seeds: seeds, sampleSteps: sampleSteps, into: out)
     }
 }
 

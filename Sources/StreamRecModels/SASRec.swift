@@ -54,6 +54,9 @@ public struct SASRecConfig: Sendable, Equatable, Codable {
     /// Global gradient-norm clip; 0 disables.
     public var clipNorm: Float = 0
     public var seed: UInt64 = 42
+    /// Initialisation: 0 = Xavier-normal per matrix; > 0 = N(0, initStd^2) for every matrix and
+    /// embedding (0.02 is the RecBole / Klenitskiy & Vasilev choice).
+    public var initStd: Float = 0
 
     public init() {}
 
@@ -63,7 +66,7 @@ public struct SASRecConfig: Sendable, Equatable, Codable {
     public var hyperParameters: [String: String] {
         ["width": "\(width)", "blocks": "\(blocks)", "heads": "\(heads)", "ffn_width": "\(ffn)", "max_length": "\(maxLength)",
          "dropout": "\(dropout)", "loss": loss.rawValue, "negatives": "\(negatives)", "learning_rate": "\(learningRate)",
-         "weight_decay": "\(weightDecay)", "batch_size": "\(batchSize)", "epochs": "\(epochs)", "seed": "\(seed)"]
+         "weight_decay": "\(weightDecay)", "batch_size": "\(batchSize)", "epochs": "\(epochs)", "seed": "\(seed)", "init_std": "\(initStd)"]
     }
 
     init(hyperParameters p: [String: String], path: String) throws {
@@ -113,7 +116,7 @@ public final class SASRec: @unchecked Sendable {
         self.config = config
         self.items = items
         store = ParameterStore(Self.parameterSpecs(config, items: items.count))
-        TransformerParameters.initialize(store, seed: config.seed)
+        TransformerParameters.initialize(store, seed: config.seed, std: config.initStd)
     }
 
     private func p(_ name: String) -> Tensor { store[name] }

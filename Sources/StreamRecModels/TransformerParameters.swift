@@ -15,13 +15,16 @@ enum TransformerParameters {
 
     /// Xavier-normal for every matrix (embedding tables included), unit layer-norm gains, zero
     /// biases; draws in store order, so a seed fixes the whole model.
-    static func initialize(_ store: ParameterStore, seed: UInt64) {
+    /// `std` 0 means Xavier-normal per matrix; a positive value draws every matrix and embedding
+    /// from N(0, std^2) (the GPT-2 / RecBole convention, e.g. 0.02), which starts each residual
+    /// block close to the identity.
+    static func initialize(_ store: ParameterStore, seed: UInt64, std fixedStd: Float = 0) {
         var rng = RandomSource(seed: seed)
         for entry in store.entries {
             if entry.name.hasSuffix(".gamma") {
                 store.fill(entry.name, 1)
             } else if entry.shape.count == 2 {
-                let std = (2 / Float(entry.shape[0] + entry.shape[1])).squareRoot()
+                let std = fixedStd > 0 ? fixedStd : (2 / Float(entry.shape[0] + entry.shape[1])).squareRoot()
                 store.initialize(entry.name, normalStd: std, rng: &rng)
             }
         }

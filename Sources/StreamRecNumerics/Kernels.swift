@@ -13,27 +13,63 @@ public enum Kernels {
     /// do not compile to vector instructions); a softmax over 100k logits is not bound by libm.
     @inline(__always)
     public static func expShiftSum(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
-        for i in 0..<n {
-            let raw = x[i] - shift
-            var v = raw < -87.3 ? -87.3 : (raw > 88.3 ? 88.3 : raw)
-            // n = round(v / ln 2) by the 1.5 * 2^23 trick: an add and a subtract, where
-            // `rounded()` would be a libm call on baseline x86-64 and stop vectorisation.
-            let fx = (v * 1.442_695_04 + 12_582_912) - 12_582_912
-            v = v - fx * 0.693_359_375 + fx * 2.121_944_4e-4
-            let z = v * v
-            var y: Float = 1.987_569_15e-4
-            y = y * v + 1.398_199_950_7e-3
-            y = y * v + 8.333_451_907_3e-3
-            y = y * v + 4.166_579_589_4e-2
-            y = y * v + 1.666_666_545_9e-1
-            y = y * v + 5.000_000_120_1e-1
-            y = y * z + v + 1
-            // 2^fx: fx + 2^23 + 127 holds fx + 127 in its low mantissa bits.
-            let biased = (fx + 8_388_735).bitPattern &- 0x4B00_0000
-            // Below e^-87.3 the result is 0, so a -infinity mask gives exactly 0.
-            x[i] = raw < -87.3 ? 0 : y * Float(bitPattern: biased &<< 23)
-        }
+        for i in 0..<n { x[i] = exp(x[i] - shift) }
         return sum(x, n)
+    }
+
+    /// e^raw, vectorisable (see expShiftSum); 0 below e^-87.3, saturating above e^88.3.
+    @inline(__always)
+    static func exp(_ raw: Float) -> Float {
+        var v = raw < -87.3 ? -87.3 : (raw > 88.3 ? 88.3 : raw)
+        // n = round(v / ln 2) by the 1.5 * 2^23 trick: an add and a subtract, where
+        // `rounded()` would be a libm call on baseline x86-64 and stop vectorisation.
+        let fx = (v * 1.442_695_04 + 12_582_912) - 12_582_912
+        v = v - fx * 0.693_359_375 + fx * 2.121_944_4e-4
+        let z = v * v
+        var y: Float = 1.987_569_15e-4
+        y = y * v + 1.398_199_950_7e-3
+        y = y * v + 8.333_451_907_3e-3
+        y = y * v + 4.166_579_589_4e-2
+        y = y * v + 1.666_666_545_9e-1
+        y = y * v + 5.000_000_120_1e-1
+        y = y * z + v + 1
+        // 2^fx: fx + 2^23 + 127 holds fx + 127 in its low mantissa bits.
+        let biased = (fx + 8_388_735).bitPattern &- 0x4B00_0000
+        // Below e^-87.3 the result is 0, so a -infinity mask gives exactly 0.
+        return raw < -87.3 ? 0 : y * Float(bitPattern: biased &<< 23)
+    }
+
+    // MARK: - GELU
+
+    /// Phi(x) = 0.5 (1 + erf(x / sqrt 2)) and phi(x) = e^(-x^2/2) / sqrt(2 pi), sharing one exp.
+    /// erf by Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7, float's own resolution near
+    /// 1), branch-free so the loops below vectorise; libm's erff was a fifth of DiffuRec's time.
+    @inline(__always)
+    static func normalCDFAndPDF(_ x: Float) -> (cdf: Float, pdf: Float) {
+        let a = abs(x) * 0.707_106_781_186_547_5
+        let t = 1 / (1 + 0.327_591_1 * a)
+        var p: Float = 1.061_405_429
+        p = p * t - 1.453_152_027
+        p = p * t + 1.421_413_741
+        p = p * t - 0.284_496_736
+        p = p * t + 0.254_829_592
+        let g = exp(-0.5 * x * x)
+        let erfAbs = 1 - p * t * g
+        let erf = x < 0 ? -erfAbs : erfAbs
+        return (0.5 * (1 + erf), g * 0.398_942_280_401_432_7)
+    }
+
+    /// out[i] = GELU(x[i]) = x Phi(x), the exact (erf) form as BERT and PyTorch's default.
+    public static func geluForward(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+        for i in 0..<n { out[i] = x[i] * normalCDFAndPDF(x[i]).cdf }
+    }
+
+    /// dx[i] += dout[i] GELU'(x[i]), GELU' = Phi(x) + x phi(x).
+    public static func geluBackward(_ x: UnsafePointer<Float>, _ dout: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ n: Int) {
+        for i in 0..<n {
+            let (cdf, pdf) = normalCDFAndPDF(x[i])
+            dx[i] += dout[i] * (cdf + x[i] * pdf)
+        }
     }
 
     /// Sum with 8 independent accumulators (vectorises without fast-math reassociation).
@@ -125,23 +161,22 @@ public enum Kernels {
 
     // MARK: - activations
 
-    /// GELU, exact (erf) form, as BERT and PyTorch's default.
+    /// GELU of one value (scalar callers); the loops above are the fast path.
     @inline(__always)
-    public static func gelu(_ x: Float) -> Float { 0.5 * x * (1 + erf(x * 0.707_106_781_186_547_5)) }
+    public static func gelu(_ x: Float) -> Float { x * normalCDFAndPDF(x).cdf }
 
     @inline(__always)
     public static func geluGrad(_ x: Float) -> Float {
-        let cdf = 0.5 * (1 + erf(x * 0.707_106_781_186_547_5))
-        let pdf = exp(-0.5 * x * x) * 0.398_942_280_401_432_7
+        let (cdf, pdf) = normalCDFAndPDF(x)
         return cdf + x * pdf
     }
 
     @inline(__always)
-    public static func silu(_ x: Float) -> Float { x / (1 + exp(-x)) }
+    public static func silu(_ x: Float) -> Float { x / (1 + Foundation.exp(-x)) }
 
     @inline(__always)
     public static func siluGrad(_ x: Float) -> Float {
-        let s = 1 / (1 + exp(-x))
+        let s = 1 / (1 + Foundation.exp(-x))
         return s * (1 + x * (1 - s))
     }
 

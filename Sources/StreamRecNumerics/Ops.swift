@@ -137,7 +137,25 @@ extension Tape {
     }
 
     public func relu(_ x: Tensor) -> Tensor { pointwise(x, { max($0, 0) }, { $0 > 0 ? 1 : 0 }) }
-    public func gelu(_ x: Tensor) -> Tensor { pointwise(x, Kernels.gelu, Kernels.geluGrad) }
+    public func gelu(_ x: Tensor) -> Tensor {
+        let out = output(x.shape, x), n = x.count
+        // Split over the cores in 4k-element chunks (an FFN layer's activations are 10^4-10^6 values).
+        let grain = 4096
+        Parallel.chunks((n + grain - 1) / grain) { range, _ in
+            let start = range.lowerBound * grain, end = min(n, range.upperBound * grain)
+            Kernels.geluForward(x.data + start, out.data + start, end - start)
+        }
+        if out.requiresGrad {
+            record {
+                let g = out.grad, xg = x.grad
+                Parallel.chunks((n + grain - 1) / grain) { range, _ in
+                    let start = range.lowerBound * grain, end = min(n, range.upperBound * grain)
+                    Kernels.geluBackward(x.data + start, g + start, xg + start, end - start)
+                }
+            }
+        }
+        return out
+    }
     public func silu(_ x: Tensor) -> Tensor { pointwise(x, Kernels.silu, Kernels.siluGrad) }
 
     /// Inverted dropout: keeps each element with probability 1 - p, scaled by 1 / (1 - p).
@@ -262,6 +280,22 @@ extension Tape {
         return attentionCore(q: q.data, ldq: d, k: kv.data, v: kv.data + d, ldkv: 2 * d, d: d, qLayout: qLayout, kLayout: kvLayout,
                              heads: heads, causal: false, inputs: [q, kv],
                              grads: { (q.requiresGrad ? q.grad : nil, d, kv.requiresGrad ? kv.grad : nil, kv.requiresGrad ? kv.grad + d : nil, 2 * d) })
+    }
+
+    /// Bidirectional attention of one query per sequence over every position of that sequence:
+    /// `queries` [B, 3d] holds Q | K | V rows (only Q is read; e.g. `gather(qkv, layout.lastRows)`),
+    /// qkv [T, 3d] supplies K | V; out [B, d]. For models that read only one position of their
+    /// final block (DiffuRec's x0_hat), this skips the other positions' queries, output
+    /// projection and FFN.
+    public func singleQueryAttention(_ queries: Tensor, _ qkv: Tensor, layout: SequenceLayout, heads: Int) -> Tensor {
+        let d = qkv.cols / 3
+        precondition(qkv.cols == 3 * d && queries.cols == 3 * d && d % heads == 0, "singleQueryAttention: shapes \(queries.shape) \(qkv.shape)")
+        precondition(qkv.rows == layout.total && queries.rows == layout.count, "singleQueryAttention: layout does not match the tensors")
+        let qLayout = SequenceLayout(lengths: [Int](repeating: 1, count: layout.count))
+        return attentionCore(q: queries.data, ldq: 3 * d, k: qkv.data + d, v: qkv.data + 2 * d, ldkv: 3 * d, d: d,
+                             qLayout: qLayout, kLayout: layout, heads: heads, causal: false, inputs: [queries, qkv],
+                             grads: { (queries.requiresGrad ? queries.grad : nil, 3 * d, qkv.requiresGrad ? qkv.grad + d : nil,
+                                       qkv.requiresGrad ? qkv.grad + 2 * d : nil, 3 * d) })
     }
 
     private func attentionCore(q: UnsafeMutablePointer<Float>, ldq: Int, k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,

@@ -84,6 +84,7 @@ public final class Tape: @unchecked Sendable {
     public var training: Bool
 
     public init(recording: Bool = true, training: Bool = true, seed: UInt64 = 0) {
+        Allocator.keepFreedMemory
         self.recording = recording
         self.training = training
         rng = RandomSource(seed: seed)

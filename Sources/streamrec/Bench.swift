@@ -10,7 +10,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference speed at the PyTorch peer's shapes (make bench runs the peer too).")
 
-    @Option(help: "Parts: all, sasrec-train, sasrec-infer, diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps); or swap (model swap latency on the embedded cluster; not part of all).") var only: String = "all"
+    @Option(help: "Parts: all, sasrec-train, sasrec-infer, diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps, 1 and 4 seeds); or swap (model swap latency on the embedded cluster; not part of all).") var only: String = "all"
     @Option(help: "Fewer sampling steps also measured for diffurec-infer (the peer runs all 32).") var fewSteps: Int = 4
     @Option(help: "Shrink the diffurec shapes (items,width,length,blocks), e.g. 2000,32,50,2, for a quick look.") var diffurecShape: String?
     @Option(help: "swap: the model served and swapped, sasrec or transition.") var swapModel: String = "sasrec"
@@ -64,9 +64,11 @@ struct Bench: ParsableCommand {
         }
         if only == "diffurec-curve" {
             let m = diffu()
-            for k in [1, 2, 4, 8, 32] {
-                let one = DiffuRecBenchmark.inference(m, users: 1, sampleSteps: k, runs: quick ? 10 : 30)
-                ours["diffurec_infer_b1_\(k)steps" + suffix] = ["p50_ms": one.timing.p50Ms, "p99_ms": one.timing.p99Ms]
+            for seeds in [1, 4] {
+                for k in [1, 2, 4, 8, 32] {
+                    let one = DiffuRecBenchmark.inference(m, users: 1, sampleSteps: k, seeds: seeds, runs: quick ? 10 : 30)
+                    ours["diffurec_infer_b1_\(k)steps" + (seeds > 1 ? "_\(seeds)seeds" : "") + suffix] = ["p50_ms": one.timing.p50Ms, "p99_ms": one.timing.p99Ms]
+                }
             }
         }
         var peerFigures: [String: [String: Double]] = [:]

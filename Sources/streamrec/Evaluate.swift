@@ -17,6 +17,9 @@ struct Evaluate: AsyncParsableCommand {
     @Option(help: "Which held-out item to rank: test or validation.") var split: EvaluationSplit = .test
     @Option(help: "Where to write the JSON report (default: beside the snapshot as SNAPSHOT.eval.json; none for a baseline).") var json: String?
     @Option(help: "Sessions scored per batch.") var batch: Int = 256
+    @Option(help: "Evaluate only N evenly spaced users (the same N for every model: paired comparisons at a fraction of the cost); default all.") var users: Int?
+    @Option(help: "Diffusion snapshots: reverse steps K to sample with (default: the snapshot's).") var sampleSteps: Int?
+    @Option(help: "Diffusion snapshots: seeded runs S to average (default: the snapshot's).") var seeds: Int?
 
     func validate() throws {
         if let model, model != PopularityScorer.kind, model != LLMSeqSim.kind {
@@ -30,6 +33,9 @@ struct Evaluate: AsyncParsableCommand {
             throw ValidationError("pass either --snapshot PATH or --model \(PopularityScorer.kind)")
         }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
+        if let users, users < 1 { throw ValidationError("--users must be at least 1, got \(users)") }
+        if let sampleSteps, sampleSteps < 1 { throw ValidationError("--sample-steps must be at least 1, got \(sampleSteps)") }
+        if let seeds, seeds < 1 { throw ValidationError("--seeds must be at least 1, got \(seeds)") }
         // Checked before the evaluation runs, so a typo does not cost a whole run.
         if let json {
             let directory = URL(fileURLWithPath: json).deletingLastPathComponent().path
@@ -44,7 +50,13 @@ struct Evaluate: AsyncParsableCommand {
         try await userFacing {
             let dataset = try SequenceDataset.load(path: data)
             let leaveOneOut = dataset.leaveOneOut()
-            let cases = leaveOneOut.cases(for: split)
+            var cases = leaveOneOut.cases(for: split)
+            if let users, users < cases.count {
+                // Evenly spaced, so a subset run ranks the same users for every model and sampler.
+                let all = cases
+                cases = (0..<users).map { all[$0 * all.count / users] }
+                print("evaluating \(users) of \(all.count) users (evenly spaced)")
+            }
             guard !cases.isEmpty else {
                 throw ModelError(.badData, "\(data): no user has the 3 or more items leave-one-out needs; nothing to evaluate")
             }
@@ -54,8 +66,20 @@ struct Evaluate: AsyncParsableCommand {
             let descriptor: ModelDescriptor
             if let snapshot {
                 let file = try Snapshot.read(path: snapshot)
-                scorer = try loadScorer(snapshot: file)
-                descriptor = ModelDescriptor(name: file.manifest.kind, version: file.manifest.modelVersion)
+                var loaded = try loadScorer(snapshot: file)
+                var version = file.manifest.modelVersion
+                if sampleSteps != nil || seeds != nil {
+                    guard let diffusion = loaded as? DiffuRec else {
+                        throw ValidationError("--sample-steps and --seeds apply to diffusion snapshots only; \(snapshot) is '\(file.manifest.kind)'")
+                    }
+                    let sampler = DiffuRecSamplerScorer(model: diffusion, sampleSteps: sampleSteps ?? diffusion.config.sampleSteps,
+                                                        seeds: seeds ?? diffusion.config.seeds)
+                    loaded = sampler
+                    version += " (K=\(sampler.sampleSteps), S=\(sampler.seeds.count))"
+                    print("sampler: K = \(sampler.sampleSteps) of T = \(diffusion.config.steps) steps, S = \(sampler.seeds.count) seeds")
+                }
+                scorer = loaded
+                descriptor = ModelDescriptor(name: file.manifest.kind, version: version)
                 if !file.manifest.training.source.hasSuffix("(holdout loo)") {
                     FileHandle.standardError.write(Data("warning: \(snapshot) was not trained with `--holdout loo` (source: \(file.manifest.training.source)); if it saw these targets, the figures are inflated\n".utf8))
                 }

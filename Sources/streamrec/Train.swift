@@ -31,7 +31,7 @@ struct Train: ParsableCommand {
     @Option(help: "Sequences per batch (sasrec 128; diffusion: prefix samples per batch, 1024).") var batchSize: Int?
 
     @Option(help: "Diffusion steps T (diffusion models).") var steps: Int = 32
-    @Option(help: "Reverse steps K run at inference and validation (<= T; strided).") var sampleSteps: Int?
+    @Option(help: "Reverse steps K run at inference and validation (<= T; strided; default 1, which ranks as 32 do: docs/benchmarks.md).") var sampleSteps: Int?
     @Option(help: "Seeded sampler runs S averaged at inference (Algorithm 3).") var seeds: Int = 1
     @Option(help: "Offset-noise constant delta_c (diffurecsys-v2: training noise mean 0.1 delta_c).") var deltaC: Float = 1
     @Option(help: "Noise schedule: trunc_lin, linear, cosine.") var schedule: String = "trunc_lin"
@@ -41,6 +41,7 @@ struct Train: ParsableCommand {
     @Option(help: "Multiply the learning rate by --decay-gamma every this many epochs (diffusion).") var decayEvery: Int = 30
     @Option(help: "Learning-rate decay factor (diffusion).") var decayGamma: Float = 0.1
     @Option(help: "Gradient-norm clip, 0 = off.") var clipNorm: Float = 0
+    @Option(help: "sasrec initialisation: 0 = Xavier-normal per matrix; > 0 = N(0, std^2) for every matrix and embedding (e.g. 0.02).") var initStd: Float = 0
     @Option(help: "Validate every N epochs.") var evalEvery: Int = 5
     @Option(help: "Stop after this many validations without improvement.") var patience: Int = 4
     @Option(help: "Random seed.") var seed: UInt64 = 42
@@ -121,7 +122,7 @@ struct Train: ParsableCommand {
         config.epochs = epochs ?? 200; config.loss = lossKind; config.negatives = negatives; config.maxLength = maxLength ?? 200
         config.width = width; config.blocks = blocks ?? 2; config.heads = heads; config.dropout = dropout ?? 0.2
         config.learningRate = lr; config.batchSize = batchSize ?? 128; config.evalEvery = evalEvery; config.patience = patience
-        config.seed = seed; config.weightDecay = weightDecay ?? 0; config.clipNorm = clipNorm
+        config.seed = seed; config.weightDecay = weightDecay ?? 0; config.clipNorm = clipNorm; config.initStd = initStd
         let sasrec = SASRec(config: config, items: split.items)
         if model == "llm2sasrec" {
             let cache = try loadCache()
@@ -162,12 +163,13 @@ extension Train {
         config.variant = variant
         config.width = width ?? 128; config.blocks = blocks ?? 4; config.heads = heads ?? 4; config.maxLength = maxLength ?? 100
         config.dropout = dropout ?? 0.1; config.embeddingDropout = embeddingDropout; config.steps = steps
-        config.sampleSteps = min(sampleSteps ?? steps, steps); config.seeds = seeds; config.offsetDelta = deltaC
+        config.sampleSteps = min(sampleSteps ?? 1, steps); config.seeds = seeds; config.offsetDelta = deltaC
         config.schedule = scheduleKind; config.lambdaMean = lambda; config.lambdaStd = lambda
         config.learningRate = lr; config.weightDecay = weightDecay ?? 1e-4; config.decayEvery = decayEvery; config.decayGamma = decayGamma
         config.batchSize = batchSize ?? 1024; config.epochs = epochs ?? 41; config.evalEvery = evalEvery; config.patience = patience
         config.clipNorm = clipNorm; config.seed = seed
         guard config.width % config.heads == 0 else { throw ValidationError("--width \(config.width) must be a multiple of --heads \(config.heads)") }
+        guard config.blocks >= 1 else { throw ValidationError("--blocks must be at least 1, got \(config.blocks)") }
         guard steps >= 1, config.sampleSteps >= 1, seeds >= 1 else { throw ValidationError("--steps, --sample-steps and --seeds must be at least 1") }
         let start = Date()
         let dataset = try SequenceDataset.load(path: data)

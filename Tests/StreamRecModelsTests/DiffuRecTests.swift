@@ -126,6 +126,42 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
         return x
     }
 
+    @Test func theSamplerScorerOverridesKAndS() {
+        let model = randomDiffuRec(.crossAttention, lambdaMean: 0.5)
+        let histories: [[Int32]] = [[1, 2, 3], [4], [5, 6, 7, 8]]
+        func run(_ scorer: any CatalogScorer) -> [Float] {
+            var out = [Float](repeating: 0, count: histories.count * model.items.count)
+            out.withUnsafeMutableBufferPointer { scorer.scoreAll(histories: histories, into: $0.baseAddress!) }
+            return out
+        }
+        let seeds = (0..<UInt64(3)).map { model.config.inferenceSeed &+ $0 }
+        #expect(run(DiffuRecSamplerScorer(model: model, sampleSteps: 2, seeds: 3)) == scores(model, histories, seeds: seeds, steps: 2))
+        // The configured sampler (K = 4, S = 1) is what the model itself scores with.
+        #expect(run(DiffuRecSamplerScorer(model: model, sampleSteps: 4, seeds: 1)) == run(model))
+        // K is clamped to T.
+        #expect(DiffuRecSamplerScorer(model: model, sampleSteps: 99, seeds: 1).sampleSteps == model.config.steps)
+    }
+
+    @Test(arguments: [DiffuRecConfig.Variant.diffurec, .crossAttention])
+    func theFinalBlockReadOnlyAtTheLastPositionEqualsTheFullBlock(variant: DiffuRecConfig.Variant) {
+        var c = diffuConfig(variant)
+        c.blocks = 3; c.seed = 5
+        let model = DiffuRec(config: c, items: (0..<30).map { "i\($0)" })
+        var rng = RandomSource(seed: 9)
+        for i in 0..<model.store.count { model.store.values[i] += 0.1 * rng.normal() }
+        let layout = SequenceLayout(lengths: [4, 1, 6])
+        let ids: [Int32] = [1, 2, 3, 4, 7, 9, 8, 7, 6, 5, 4]
+        let tape = Tape(recording: false, training: false)
+        let e = model.embedSequence(tape, ids: ids), q = model.crossQueries(tape, e)
+        let xt = Tensor((0..<(3 * 16)).map { _ in rng.normal() }, shape: [3, 16])
+        let lambda = Tensor((0..<(layout.total * 16)).map { _ in 0.5 + 0.5 * rng.normal() }, shape: [layout.total, 16])
+        let fast = model.approximate(tape, sequence: e, queries: q, layout: layout, xt: xt, steps: [31, 7, 0], lambda: lambda).values
+        var z = model.approximatorInput(tape, sequence: e, queries: q, layout: layout, xt: xt, steps: [31, 7, 0], lambda: lambda)
+        for b in 0..<c.blocks { z = model.block(tape, z, b, layout: layout) }
+        let reference = tape.layerNorm(tape.gather(z, layout.lastRows), model.store["final_ln.gamma"], model.store["final_ln.beta"]).values
+        #expect(zip(fast, reference).allSatisfy { abs($0 - $1) < 1e-5 })
+    }
+
     @Test(arguments: [DiffuRecConfig.Variant.diffurec, .crossAttention])
     func stridedSamplingWithKEqualTEqualsTheFullSampler(variant: DiffuRecConfig.Variant) {
         let model = randomDiffuRec(variant, lambdaMean: 0.5)

@@ -23,6 +23,25 @@ func smallConfig(_ loss: SASRecConfig.Loss = .crossEntropy) -> SASRecConfig {
 }
 
 @Suite struct SASRecTests {
+    @Test func initialisationIsXavierByDefaultOrAFixedStd() {
+        func std(_ model: SASRec, _ name: String) -> Float {
+            let v = model.store[name].values
+            let mean = v.reduce(0, +) / Float(v.count)
+            return (v.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Float(v.count)).squareRoot()
+        }
+        var c = SASRecConfig()
+        c.width = 64; c.maxLength = 50
+        let xavier = SASRec(config: c, items: (0..<500).map { "i\($0)" })
+        c.initStd = 0.02
+        let fixed = SASRec(config: c, items: (0..<500).map { "i\($0)" })
+        // qkv [64, 192]: Xavier std sqrt(2 / 256) = 0.088.
+        #expect(abs(std(xavier, "block0.qkv.weight") - 0.0884) < 0.005)
+        #expect(abs(std(fixed, "block0.qkv.weight") - 0.02) < 0.001)
+        #expect(abs(std(fixed, "item_embedding") - 0.02) < 0.001)
+        #expect(fixed.store["block0.ln1.gamma"].values.allSatisfy { $0 == 1 })
+        #expect(c.hyperParameters["init_std"] == "0.02")
+    }
+
     @Test(arguments: [SASRecConfig.Loss.crossEntropy, .binary, .sampledSoftmax])
     func learnsASequentialRuleFarBeyondPopularity(loss: SASRecConfig.Loss) throws {
         let split = EncodedSplit(cyclicSessions(users: 200, items: 30, length: 10, seed: 1))

@@ -143,6 +143,43 @@ func randomTensor(_ shape: [Int], seed: UInt64, scale: Float = 1, offset: Float 
         #expect(check.worstViolation() <= 0)
     }
 
+    @Test func vectorisedGELUMatchesTheErfFormula() {
+        // The branch-free erf (A&S 7.1.26) against libm's, over the range activations take.
+        let xs = stride(from: Float(-9), through: 9, by: 0.001).map { $0 }
+        var out = [Float](repeating: 0, count: xs.count), dx = [Float](repeating: 0, count: xs.count)
+        let ones = [Float](repeating: 1, count: xs.count)
+        Kernels.geluForward(xs, &out, xs.count)
+        Kernels.geluBackward(xs, ones, &dx, xs.count)
+        var worst: Float = 0, worstGrad: Float = 0
+        for (i, x) in xs.enumerated() {
+            let cdf = 0.5 * (1 + erf(Double(x) / 2.0.squareRoot()))
+            let pdf = Foundation.exp(-0.5 * Double(x) * Double(x)) / (2 * Double.pi).squareRoot()
+            worst = max(worst, abs(out[i] - Float(Double(x) * cdf)))
+            worstGrad = max(worstGrad, abs(dx[i] - Float(cdf + Double(x) * pdf)))
+        }
+        #expect(worst < 2e-6, "GELU max abs error \(worst)")
+        #expect(worstGrad < 2e-6, "GELU' max abs error \(worstGrad)")
+    }
+
+    @Test func singleQueryAttentionOverGatheredLastRows() {
+        // The path DiffuRec's final block takes: queries gathered from qkv itself.
+        let layout = SequenceLayout(lengths: [3, 1, 4])
+        let qkv = randomTensor([layout.total, 3 * 4], seed: 23)
+        let check = GradientCheck(inputs: [qkv]) { t, x in
+            t.singleQueryAttention(t.gather(x[0], layout.lastRows), x[0], layout: layout, heads: 2)
+        }
+        #expect(check.worstViolation() <= 0)
+    }
+
+    @Test func singleQueryAttentionEqualsTheLastRowsOfFullAttention() {
+        let layout = SequenceLayout(lengths: [3, 1, 4])
+        let qkv = randomTensor([layout.total, 3 * 4], seed: 24, grad: false)
+        let tape = Tape(recording: false)
+        let full = tape.gather(tape.selfAttention(qkv, layout: layout, heads: 2, causal: false), layout.lastRows).values
+        let single = tape.singleQueryAttention(tape.gather(qkv, layout.lastRows), qkv, layout: layout, heads: 2).values
+        #expect(zip(full, single).allSatisfy { abs($0 - $1) < 1e-6 })
+    }
+
     @Test func softmaxCrossEntropyInBlocks() {
         let h = randomTensor([7, 4], seed: 19), table = randomTensor([9, 4], seed: 20)
         let targets: [Int32] = [3, -1, 0, 8, 8, 2, -1]
