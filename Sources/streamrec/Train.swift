@@ -197,15 +197,17 @@ extension Train {
             printer.update(String(format: "epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %@", p.epoch, p.epochs, p.step, p.steps, p.loss,
                                   p.sequencesPerSecond, formatDuration(p.eta)))
         }, log: printer.log)
-        let wall = Date().timeIntervalSince(start)
+        // Training time across resumes (sum of epoch wall times), as for SASRec; this run's is printed too.
+        let wall = trainer.history.reduce(0) { $0 + $1.seconds }
         model.metrics["train_seconds"] = wall
         try model.save(to: out)
         let settings = config.hyperParameters.merging(["data": data, "holdout": holdout.rawValue]) { a, _ in a }
         try TrainingReport.markdown(model: variant.rawValue, snapshot: out, settings: settings, history: trainer.history,
                                     metrics: model.metrics, wallSeconds: wall).write(toFile: out + ".report.md", atomically: true, encoding: .utf8)
         try TrainingReport.svg(title: "\(variant.rawValue) on \(data)", history: trainer.history).write(toFile: out + ".report.svg", atomically: true, encoding: .utf8)
-        print(String(format: "trained %@: best validation NDCG@10 %.4f after %d epochs in %@ -> %@ (report: %@.report.md)",
-                     variant.rawValue, trainer.bestNDCG, trainer.completedEpochs, formatDuration(wall), out, out))
+        print(String(format: "trained %@: best validation NDCG@10 %.4f after %d epochs, %@ of training (this run %@) -> %@ (report: %@.report.md)",
+                     variant.rawValue, trainer.bestNDCG, trainer.completedEpochs, formatDuration(wall),
+                     formatDuration(Date().timeIntervalSince(start)), out, out))
     }
 }
 
