@@ -57,6 +57,11 @@ public struct SASRecConfig: Sendable, Equatable, Codable {
     /// Initialisation: 0 = Xavier-normal per matrix; > 0 = N(0, initStd^2) for every matrix and
     /// embedding (0.02 is the RecBole / Klenitskiy & Vasilev choice).
     public var initStd: Float = 0
+    /// Training windows per sequence: 1 = each sequence's last L+1 items (the paper's); n > 1 also
+    /// trains on the earlier history of sequences longer than L+1, cut into consecutive windows of
+    /// L targets from the end (at most n per sequence); 0 = every window. Each window starts at
+    /// position 0, as a rebuilt serving window does.
+    public var trainWindows = 1
 
     public init() {}
 
@@ -66,7 +71,8 @@ public struct SASRecConfig: Sendable, Equatable, Codable {
     public var hyperParameters: [String: String] {
         ["width": "\(width)", "blocks": "\(blocks)", "heads": "\(heads)", "ffn_width": "\(ffn)", "max_length": "\(maxLength)",
          "dropout": "\(dropout)", "loss": loss.rawValue, "negatives": "\(negatives)", "learning_rate": "\(learningRate)",
-         "weight_decay": "\(weightDecay)", "batch_size": "\(batchSize)", "epochs": "\(epochs)", "seed": "\(seed)", "init_std": "\(initStd)"]
+         "weight_decay": "\(weightDecay)", "batch_size": "\(batchSize)", "epochs": "\(epochs)", "seed": "\(seed)", "init_std": "\(initStd)",
+         "train_windows": "\(trainWindows)"]
     }
 
     init(hyperParameters p: [String: String], path: String) throws {

@@ -122,6 +122,23 @@ public final class SASRecTrainer {
         return Double(loss.item)
     }
 
+    /// The training windows of `sequences`: the last `length + 1` items of each (inputs and their
+    /// next-item targets), then, up to `limit` windows per sequence (0 = no limit), the windows
+    /// before it, each ending where the next one's first target starts so every target is trained
+    /// once. Windows shorter than 2 items are dropped.
+    public static func trainingWindows(_ sequences: [[Int32]], length: Int, limit: Int) -> [[Int32]] {
+        var windows: [[Int32]] = []
+        for sequence in sequences {
+            var end = sequence.count, taken = 0
+            while end >= 2 && (limit <= 0 || taken < max(1, limit)) {
+                windows.append(Array(sequence[max(0, end - length - 1)..<end]))
+                taken += 1
+                end -= length
+            }
+        }
+        return windows
+    }
+
     /// Trains up to config.epochs (from where a resumed checkpoint left off), validating every
     /// evalEvery epochs, keeping the best weights and stopping after `patience` validations
     /// without improvement. Writes a checkpoint after every epoch when `checkpoint` is set.
@@ -129,7 +146,7 @@ public final class SASRecTrainer {
     public func fit(_ split: EncodedSplit, checkpoint: String? = nil, progressInterval: Double = 0.5,
                     progress: ((TrainingProgress) -> Void)? = nil, log: ((String) -> Void)? = nil) throws {
         let c = config
-        let sequences = split.train.filter { $0.count >= 2 }
+        let sequences = Self.trainingWindows(split.train, length: c.maxLength, limit: c.trainWindows)
         let stepsPerEpoch = (sequences.count + c.batchSize - 1) / c.batchSize
         let started = Date()
         var sequencesSeen = 0

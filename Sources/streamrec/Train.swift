@@ -42,6 +42,7 @@ struct Train: ParsableCommand {
     @Option(help: "Learning-rate decay factor (diffusion).") var decayGamma: Float = 0.1
     @Option(help: "Gradient-norm clip, 0 = off.") var clipNorm: Float = 0
     @Option(help: "sasrec initialisation: 0 = Xavier-normal per matrix; > 0 = N(0, std^2) for every matrix and embedding (e.g. 0.02).") var initStd: Float = 0
+    @Option(help: "sasrec training windows per sequence: 1 = the last L+1 items (the paper's); n = also up to n-1 earlier windows of long histories; 0 = all.") var trainWindows: Int = 1
     @Option(help: "Validate every N epochs.") var evalEvery: Int = 5
     @Option(help: "Stop after this many validations without improvement.") var patience: Int = 4
     @Option(help: "Random seed.") var seed: UInt64 = 42
@@ -123,6 +124,8 @@ struct Train: ParsableCommand {
         config.width = width; config.blocks = blocks ?? 2; config.heads = heads; config.dropout = dropout ?? 0.2
         config.learningRate = lr; config.batchSize = batchSize ?? 128; config.evalEvery = evalEvery; config.patience = patience
         config.seed = seed; config.weightDecay = weightDecay ?? 0; config.clipNorm = clipNorm; config.initStd = initStd
+        guard trainWindows >= 0 else { throw ValidationError("--train-windows \(trainWindows) must be 0 (all) or a positive count") }
+        config.trainWindows = trainWindows
         let sasrec = SASRec(config: config, items: split.items)
         if model == "llm2sasrec" {
             let cache = try loadCache()

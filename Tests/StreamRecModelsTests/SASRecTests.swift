@@ -23,6 +23,19 @@ func smallConfig(_ loss: SASRecConfig.Loss = .crossEntropy) -> SASRecConfig {
 }
 
 @Suite struct SASRecTests {
+    @Test func trainingWindowsCoverEveryTargetOnce() {
+        let sequence = (0..<23).map { Int32($0) }
+        // L = 5: windows end at 23, 18, 13, 8, 3; the last holds items 0...2.
+        let all = SASRecTrainer.trainingWindows([sequence, [7]], length: 5, limit: 0)
+        #expect(all.map(\.first!) == [17, 12, 7, 2, 0])
+        #expect(all.map(\.count) == [6, 6, 6, 6, 3])
+        let targets = all.flatMap { $0.dropFirst() }.sorted()
+        #expect(targets == Array(1..<23))
+        #expect(SASRecTrainer.trainingWindows([sequence], length: 5, limit: 1) == [Array(17..<23)])
+        #expect(SASRecTrainer.trainingWindows([sequence], length: 5, limit: 2).count == 2)
+        #expect(SASRecTrainer.trainingWindows([sequence], length: 30, limit: 0) == [sequence])
+    }
+
     @Test func initialisationIsXavierByDefaultOrAFixedStd() {
         func std(_ model: SASRec, _ name: String) -> Float {
             let v = model.store[name].values
