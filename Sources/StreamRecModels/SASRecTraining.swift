@@ -63,18 +63,17 @@ public struct EncodedSplit: Sendable {
 public final class SASRecTrainer {
     public let model: SASRec
     public let config: SASRecConfig
-    public let optimizer: Adam
-    public private(set) var history: [EpochRecord] = []
-    public var bestNDCG: Double { stopping.bestNDCG }
-    private var stopping = EarlyStopping()
-    private var rng: RandomSource
-    private var epochsDone = 0
+    public var optimizer: Adam { loop.optimizer }
+    public var history: [EpochRecord] { loop.history }
+    public var bestNDCG: Double { loop.stopping.bestNDCG }
+    public var completedEpochs: Int { loop.epochsDone }
+    private let loop: EpochLoop
 
     public init(model: SASRec) {
         self.model = model
         config = model.config
-        optimizer = Adam(store: model.store, config: AdamConfig(learningRate: model.config.learningRate, weightDecay: model.config.weightDecay))
-        rng = RandomSource(seed: model.config.seed &+ 1)
+        let optimizer = Adam(store: model.store, config: AdamConfig(learningRate: model.config.learningRate, weightDecay: model.config.weightDecay))
+        loop = EpochLoop(store: model.store, optimizer: optimizer, seed: model.config.seed &+ 1)
     }
 
     /// One batch: forward, loss, backward, update. Returns the loss.
@@ -90,7 +89,7 @@ public final class SASRecTrainer {
         }
         guard !ids.isEmpty else { return 0 }
         let layout = SequenceLayout(lengths: lengths)
-        let tape = Tape(recording: true, training: true, seed: rng.next())
+        let tape = Tape(recording: true, training: true, seed: loop.rng.next())
         let h = model.hidden(tape, ids: ids, layout: layout)
         let table = model.store["item_embedding"]
         let loss: Tensor
@@ -98,7 +97,7 @@ public final class SASRecTrainer {
         case .crossEntropy:
             loss = tape.softmaxCrossEntropy(h, table: table, targets: targets)
         case .sampledSoftmax:
-            let negatives = (0..<c.negatives).map { _ in Int32(rng.below(model.items.count)) }
+            let negatives = (0..<c.negatives).map { _ in Int32(loop.rng.below(model.items.count)) }
             loss = tape.sampledSoftmaxCrossEntropy(h, table: table, targets: targets, negatives: negatives)
         case .binary:
             var negatives = [Int32](repeating: 0, count: targets.count)
@@ -107,9 +106,9 @@ public final class SASRecTrainer {
                 _ = s
                 let seen = Set(ids[start..<(start + length)]).union(targets[start..<(start + length)])
                 for i in start..<(start + length) {
-                    var candidate = Int32(rng.below(model.items.count))
+                    var candidate = Int32(loop.rng.below(model.items.count))
                     var tries = 0
-                    while seen.contains(candidate) && tries < 20 { candidate = Int32(rng.below(model.items.count)); tries += 1 }
+                    while seen.contains(candidate) && tries < 20 { candidate = Int32(loop.rng.below(model.items.count)); tries += 1 }
                     negatives[i] = candidate
                 }
                 start += length
@@ -139,85 +138,26 @@ public final class SASRecTrainer {
         return windows
     }
 
-    /// Trains up to config.epochs (from where a resumed checkpoint left off), validating every
-    /// evalEvery epochs, keeping the best weights and stopping after `patience` validations
-    /// without improvement. Writes a checkpoint after every epoch when `checkpoint` is set.
-    /// `progressInterval`: seconds between progress calls (a terminal wants ~0.5, a log file less).
+    /// Trains up to config.epochs (from where a resumed checkpoint left off) over the training
+    /// windows, validating every evalEvery epochs, keeping the best weights and stopping after
+    /// `patience` validations without improvement. Writes a checkpoint after every epoch when
+    /// `checkpoint` is set. `progressInterval`: seconds between progress calls (a terminal wants
+    /// ~0.5, a log file less).
     public func fit(_ split: EncodedSplit, checkpoint: String? = nil, progressInterval: Double = 0.5,
                     progress: ((TrainingProgress) -> Void)? = nil, log: ((String) -> Void)? = nil) throws {
         let c = config
         let sequences = Self.trainingWindows(split.train, length: c.maxLength, limit: c.trainWindows)
-        let stepsPerEpoch = (sequences.count + c.batchSize - 1) / c.batchSize
-        let started = Date()
-        var sequencesSeen = 0
-        while epochsDone < c.epochs {
-            let epoch = epochsDone + 1
-            let epochStart = Date()
-            var order = Array(sequences.indices)
-            for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.below(i + 1)) }
-            var lossSum = 0.0
-            var lastReport = Date.distantPast
-            for s in 0..<stepsPerEpoch {
-                let batch = order[(s * c.batchSize)..<min(order.count, (s + 1) * c.batchSize)].map { sequences[$0] }
-                lossSum += step(batch, lr: c.learningRate)
-                sequencesSeen += batch.count
-                if let progress, Date().timeIntervalSince(lastReport) > progressInterval || s == stepsPerEpoch - 1 {
-                    lastReport = Date()
-                    let elapsed = Date().timeIntervalSince(started)
-                    let rate = Double(sequencesSeen) / max(elapsed, 1e-9)
-                    let remaining = Double((c.epochs - epoch) * sequences.count + (sequences.count - (s + 1) * c.batchSize))
-                    progress(TrainingProgress(epoch: epoch, epochs: c.epochs, step: s + 1, steps: stepsPerEpoch,
-                                              loss: lossSum / Double(s + 1), sequencesPerSecond: rate, eta: max(0, remaining) / rate))
-                }
-            }
-            let trainingSeconds = Date().timeIntervalSince(epochStart)
-            var record = EpochRecord(epoch: epoch, loss: lossSum / Double(max(1, stepsPerEpoch)), seconds: trainingSeconds,
-                                     sequencesPerSecond: Double(sequences.count) / trainingSeconds)
-            epochsDone = epoch
-            var stop = false
-            if epoch % max(1, c.evalEvery) == 0 || epoch == c.epochs {
-                let (ndcg, hr) = validate(split.validation)
-                record.validationNDCG10 = ndcg
-                record.validationHR10 = hr
-                stop = stopping.observe(ndcg, patience: c.patience) { model.store.allValues }
-                log?(String(format: "epoch %d: loss %.4f, validation NDCG@10 %.4f HR@10 %.4f (best %.4f)%@", epoch, record.loss, ndcg, hr, bestNDCG,
-                            stop ? ", stopping early" : ""))
-            }
-            // Wall time of the epoch, validation included: summed over the history it is the
-            // run's training time, across resumes.
-            record.seconds = Date().timeIntervalSince(epochStart)
-            history.append(record)
-            if let checkpoint { try saveCheckpoint(checkpoint) }
-            if stop { break }
-        }
-        stopping.restoreBest(into: model.store)
-        model.metrics["validation_ndcg10"] = bestNDCG
-        model.metrics["epochs"] = Double(epochsDone)
-        model.metrics["train_seconds"] = history.reduce(0) { $0 + $1.seconds }
+        try loop.run(samples: sequences.count, .init(epochs: c.epochs, batchSize: c.batchSize, evalEvery: c.evalEvery, patience: c.patience),
+                     progressInterval: progressInterval, progress: progress, log: log,
+                     checkpoint: checkpoint.map { path in { try self.saveCheckpoint(path) } },
+                     step: { batch in self.step(batch.map { sequences[$0] }, lr: c.learningRate) },
+                     validate: { self.validate(split.validation) })
+        model.metrics.merge(loop.metrics) { _, new in new }
     }
 
     /// NDCG@10 and HR@10 on validation cases, full ranking with the history excluded.
     public func validate(_ cases: [(history: [Int32], target: Int32)]) -> (ndcg: Double, hr: Double) {
-        guard !cases.isEmpty else { return (0, 0) }
-        let v = model.items.count, batch = 256
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: batch * v)
-        defer { scores.deallocate() }
-        var ndcg = 0.0, hits = 0.0
-        var start = 0
-        while start < cases.count {
-            let chunk = cases[start..<min(cases.count, start + batch)]
-            model.scoreAll(histories: chunk.map(\.history), into: scores)
-            for (i, testCase) in chunk.enumerated() {
-                let row = scores + i * v
-                for item in testCase.history where item != testCase.target { row[Int(item)] = -.infinity }
-                let target = row[Int(testCase.target)]
-                var rank = 1
-                for j in 0..<v where row[j] > target || (row[j] == target && j < Int(testCase.target)) { rank += 1 }
-                if rank <= 10 { hits += 1; ndcg += 1 / log2(Double(rank) + 1) }
-            }
-            start = chunk.endIndex
-        }
-        return (ndcg / Double(cases.count), hits / Double(cases.count))
+        rankingMetrics(model, cases)
     }
 
     // MARK: - checkpoints
@@ -227,49 +167,15 @@ public final class SASRecTrainer {
     /// Weights, Adam moments, the RNG, epoch counters and history: everything to continue as if
     /// never stopped.
     public func saveCheckpoint(_ path: String) throws {
-        var hyper = config.hyperParameters
-        let encoder = JSONEncoder()
-        hyper["epochs_done"] = "\(epochsDone)"
-        hyper["adam_step"] = "\(optimizer.step)"
-        hyper.merge(stopping.checkpointFields) { _, new in new }
-        hyper["rng"] = rng.state.map(String.init).joined(separator: ",")
-        hyper["history"] = String(decoding: try encoder.encode(history), as: UTF8.self)
-        var writer = SnapshotWriter(kind: Self.checkpointKind, items: model.items, hyperParameters: hyper, training: model.training)
-        let n = model.store.count
-        try writer.add("weights", floats: model.store.allValues, shape: [n])
-        let (m, v) = optimizer.moments
-        try writer.add("adam.m", floats: m, shape: [n])
-        try writer.add("adam.v", floats: v, shape: [n])
-        try stopping.addBest(to: &writer, current: model.store.allValues)
-        try writer.write(to: path)
+        try loop.writeCheckpoint(to: path, kind: Self.checkpointKind, hyperParameters: config.hyperParameters,
+                                 items: model.items, training: model.training)
     }
 
-    /// Restores a checkpoint written by the same configuration; refuses one from another.
+    /// Restores a checkpoint written by the same configuration; refuses one from another. How long
+    /// and how fast to go on may change (a resumed run may add epochs or lower the learning rate
+    /// once validation plateaus); the architecture and data settings may not.
     public func resume(from path: String) throws {
-        let snapshot = try Snapshot.read(path: path)
-        let p = snapshot.manifest.hyperParameters
-        guard snapshot.manifest.kind == Self.checkpointKind else {
-            throw ModelError(.badSnapshot, "checkpoint \(path): holds '\(snapshot.manifest.kind)', not a SASRec checkpoint; delete it or pass another --checkpoint")
-        }
-        // The architecture and data settings must match; how long and how fast to go on may change
-        // (a resumed run may add epochs or lower the learning rate once validation plateaus).
-        let adjustable: Set<String> = ["epochs", "learning_rate"]
-        for (key, value) in config.hyperParameters where !adjustable.contains(key) && p[key] != value {
-            throw ModelError(.badSnapshot, "checkpoint \(path): was written with \(key)=\(p[key] ?? "absent"), this run has \(value); resume with the same settings or delete the checkpoint")
-        }
-        guard snapshot.manifest.items == model.items else {
-            throw ModelError(.badSnapshot, "checkpoint \(path): its item vocabulary differs from this dataset's; delete the checkpoint to start over")
-        }
-        let n = model.store.count
-        let weights = try snapshot.floats("weights", shape: [n])
-        weights.withUnsafeBufferPointer { model.store.values.update(from: $0.baseAddress!, count: n) }
-        optimizer.restore(step: Int(p["adam_step"] ?? "0") ?? 0, m: try snapshot.floats("adam.m", shape: [n]), v: try snapshot.floats("adam.v", shape: [n]))
-        epochsDone = Int(p["epochs_done"] ?? "0") ?? 0
-        try stopping.restore(from: p, snapshot, count: n)
-        let state = (p["rng"] ?? "").split(separator: ",").compactMap { UInt64($0) }
-        if state.count == 4 { rng = RandomSource(state: state) }
-        history = (try? JSONDecoder().decode([EpochRecord].self, from: Data((p["history"] ?? "[]").utf8))) ?? []
+        try loop.restoreCheckpoint(from: path, kind: Self.checkpointKind, modelName: "SASRec", hyperParameters: config.hyperParameters,
+                                   adjustable: ["epochs", "learning_rate"], items: model.items)
     }
-
-    public var completedEpochs: Int { epochsDone }
 }
