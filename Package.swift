@@ -37,7 +37,7 @@ let package = Package(
         // Recommenders, datasets and offline evaluation. No Kafka, no LevelDB.
         .target(name: "StreamRecModels", dependencies: ["COpenBLAS", "StreamRecNumerics", "StreamRecCollections"]),
         // Text: BERT WordPiece tokenizer, safetensors reader, native MiniLM sentence encoder.
-        .target(name: "StreamRecText", dependencies: ["COpenBLAS"]),
+        .target(name: "StreamRecText", dependencies: ["COpenBLAS", "StreamRecNumerics"]),
         // Encoder throughput on an items.tsv (ops/bench-minilm.sh); not a product.
         .executableTarget(name: "streamrec-textbench", dependencies: ["StreamRecText"]),
         // The live pipeline: events, config, micro-batch processing, service, metrics, demo.

@@ -86,6 +86,36 @@ public enum Kernels {
         return total
     }
 
+    /// Sum of (x[i] - mean)^2, 8 accumulators.
+    @inline(__always)
+    public static func squaredDeviations(_ x: UnsafePointer<Float>, from mean: Float, _ n: Int) -> Float {
+        var acc = SIMD8<Float>(repeating: 0)
+        let m = SIMD8<Float>(repeating: mean)
+        var i = 0
+        while i + 8 <= n {
+            let d = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - m
+            acc += d * d
+            i += 8
+        }
+        var total = acc.sum()
+        while i < n { let d = x[i] - mean; total += d * d; i += 1 }
+        return total
+    }
+
+    /// Dot product, 8 accumulators.
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc = SIMD8<Float>(repeating: 0)
+        var i = 0
+        while i + 8 <= n {
+            acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            i += 8
+        }
+        var total = acc.sum()
+        while i < n { total += a[i] * b[i]; i += 1 }
+        return total
+    }
+
     @inline(__always)
     public static func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
         var m0: Float = -.infinity, m1: Float = -.infinity, m2: Float = -.infinity, m3: Float = -.infinity
@@ -119,13 +149,8 @@ public enum Kernels {
                                         rstd: UnsafeMutablePointer<Float>?, rows: Int, dim: Int, eps: Float) {
         for r in 0..<rows {
             let xr = x + r * dim, or = out + r * dim
-            var m: Float = 0
-            for i in 0..<dim { m += xr[i] }
-            m /= Float(dim)
-            var v: Float = 0
-            for i in 0..<dim { let d = xr[i] - m; v += d * d }
-            v /= Float(dim)
-            let s = 1 / (v + eps).squareRoot()
+            let m = sum(xr, dim) / Float(dim)
+            let s = 1 / (squaredDeviations(xr, from: m, dim) / Float(dim) + eps).squareRoot()
             for i in 0..<dim { or[i] = (xr[i] - m) * s * gamma[i] + beta[i] }
             mean?[r] = m
             rstd?[r] = s

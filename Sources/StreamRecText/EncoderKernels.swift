@@ -1,8 +1,10 @@
 import COpenBLAS
 import Foundation
+import StreamRecNumerics
 
-/// The low-level kernels of the sentence encoder, on raw row-major Float buffers. Kept in one
-/// file, with no knowledge of BERT, so they can be swapped for the project's shared numeric core.
+/// The sentence encoder's own kernels, on raw row-major Float buffers, with no knowledge of
+/// BERT: the PyTorch weight layout ([out, in]) and packed variable-length attention. Layer norm,
+/// GELU, softmax and the reductions are the numeric core's (`Kernels`), shared with the models.
 ///
 /// Conventions: a matrix [R, C] is R rows of C contiguous floats; weights are stored as PyTorch
 /// and safetensors store them, [out, in], so `linear` multiplies by their transpose without
@@ -43,96 +45,18 @@ enum EncoderKernels {
     /// as torch.nn.LayerNorm). `out` may be `x`.
     static func layerNorm(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, rows: Int, cols: Int,
                           gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, eps: Float) {
-        let n = Float(cols)
-        for r in 0..<rows {
-            let xr = x + r * cols, o = out + r * cols
-            let mean = sum(xr, count: cols) / n
-            let inverse = 1 / (squaredDeviations(xr, from: mean, count: cols) / n + eps).squareRoot()
-            for c in 0..<cols { o[c] = (xr[c] - mean) * inverse * gamma[c] + beta[c] }
-        }
+        Kernels.layerNormForward(x, gamma: gamma, beta: beta, out: out, mean: nil, rstd: nil, rows: rows, dim: cols, eps: eps)
     }
 
-    // Reductions with eight partial sums: a plain Float loop cannot be vectorised (its order of
-    // additions is fixed) and would be latency-bound.
-
-    @inline(__always)
-    static func sum(_ a: UnsafePointer<Float>, count n: Int) -> Float {
-        var partial = SIMD8<Float>()
-        var i = 0
-        while i + 8 <= n {
-            partial += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
-            i += 8
-        }
-        var total = partial.sum()
-        while i < n { total += a[i]; i += 1 }
-        return total
-    }
-
-    @inline(__always)
-    static func squaredDeviations(_ a: UnsafePointer<Float>, from mean: Float, count n: Int) -> Float {
-        var partial = SIMD8<Float>()
-        let m = SIMD8<Float>(repeating: mean)
-        var i = 0
-        while i + 8 <= n {
-            let d = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) - m
-            partial += d * d
-            i += 8
-        }
-        var total = partial.sum()
-        while i < n { let d = a[i] - mean; total += d * d; i += 1 }
-        return total
-    }
-
-    @inline(__always)
-    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count n: Int) -> Float {
-        var partial = SIMD8<Float>()
-        var i = 0
-        while i + 8 <= n {
-            partial += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
-                * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
-            i += 8
-        }
-        var total = partial.sum()
-        while i < n { total += a[i] * b[i]; i += 1 }
-        return total
-    }
-
-    /// In place: x = x · Φ(x) = 0.5 · x · (1 + erf(x / √2)), BERT's exact ("erf") GELU.
+    /// In place: x = x · Φ(x), BERT's exact ("erf") GELU.
     static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        let inverseSqrt2: Float = 0.70710678118654752
-        for i in 0..<count {
-            let v = x[i]
-            x[i] = 0.5 * v * (1 + erf(v * inverseSqrt2))
-        }
-    }
-
-    /// erf by Abramowitz & Stegun 7.1.28, |error| ≤ 3e-7, far below the Float32 noise of the
-    /// GEMMs around it. Evaluated in Double (the p¹⁶ step would amplify Float rounding to ~1e-6)
-    /// and without library calls so `gelu`'s loop vectorises: libm's erff would cost about as
-    /// much as the FFN's GEMMs at these shapes.
-    @inline(__always)
-    static func erf(_ x: Float) -> Float {
-        let a1 = 0.0705230784, a2 = 0.0422820123, a3 = 0.0092705272
-        let a4 = 0.0001520143, a5 = 0.0002765672, a6 = 0.0000430638
-        let t = Double(Swift.abs(x))
-        var p = 1 + t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * (a5 + t * a6)))))
-        p = p * p; p = p * p; p = p * p; p = p * p  // p^16
-        let e = Float(1 - 1 / p)
-        return x < 0 ? -e : e
+        Kernels.geluForward(x, x, count)
     }
 
     /// In place: x[0..<count] = softmax(x · scale).
     static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int, scale: Float) {
-        var maximum = -Float.infinity
-        for i in 0..<count { maximum = Swift.max(maximum, x[i]) }
-        var sum: Float = 0
-        for i in 0..<count {
-            let e = Foundation.exp((x[i] - maximum) * scale)
-            x[i] = e
-            sum += e
-        }
-        let inverse = 1 / sum
-        for i in 0..<count { x[i] *= inverse }
+        for i in 0..<count { x[i] *= scale }
+        Kernels.softmaxRow(x, count)
     }
 
     /// Scaled dot-product self-attention over packed variable-length sequences, no padding.
@@ -167,7 +91,7 @@ enum EncoderKernels {
                     for i in 0..<length {
                         let qi = q + i * stride
                         for j in 0..<length {
-                            scores[j] = dot(qi, k + j * stride, count: headSize)
+                            scores[j] = Kernels.dot(qi, k + j * stride, headSize)
                         }
                         softmax(scores, count: length, scale: scale)
                         let oi = o + i * hidden

@@ -186,13 +186,7 @@ final class SentenceEncoderTests: XCTestCase {
 }
 
 final class EncoderKernelTests: XCTestCase {
-    func testErfAndGeluMatchLibm() {
-        var worst: Float = 0
-        for k in -800...800 {
-            let x = Float(k) / 100
-            worst = max(worst, abs(EncoderKernels.erf(x) - Foundation.erf(x)))
-        }
-        XCTAssertLessThan(worst, 5e-7)
+    func testGeluMatchesLibm() {
         var values: [Float] = [-10, -3, -1, -0.5, 0, 0.5, 1, 3, 10]
         let expected = values.map { 0.5 * Double($0) * (1 + Foundation.erf(Double($0) / 2.0.squareRoot())) }
         values.withUnsafeMutableBufferPointer { EncoderKernels.gelu($0.baseAddress!, count: $0.count) }
