@@ -253,22 +253,6 @@ public final class ItemIngestorService: Service, @unchecked Sendable {
 
     public func run() async throws {
         let ingestor = self.ingestor
-        await withGracefulShutdownHandler {
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let thread = Thread {
-                        ingestor.run()
-                        continuation.resume()
-                    }
-                    thread.name = "streamrec-item-ingestor"
-                    thread.stackSize = 8 << 20
-                    thread.start()
-                }
-            } onCancel: {
-                ingestor.stop.stop()
-            }
-        } onGracefulShutdown: {
-            ingestor.stop.stop()
-        }
+        try await runUntilStopped(thread: "streamrec-item-ingestor", stop: ingestor.stop) { ingestor.run() }
     }
 }

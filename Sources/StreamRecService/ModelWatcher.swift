@@ -206,22 +206,6 @@ public final class ModelWatcherService: Service, @unchecked Sendable {
 
     public func run() async throws {
         let watcher = self.watcher
-        await withGracefulShutdownHandler {
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let thread = Thread {
-                        watcher.run()
-                        continuation.resume()
-                    }
-                    thread.name = "streamrec-model-watcher"
-                    thread.stackSize = 8 << 20
-                    thread.start()
-                }
-            } onCancel: {
-                watcher.stop.stop()
-            }
-        } onGracefulShutdown: {
-            watcher.stop.stop()
-        }
+        try await runUntilStopped(thread: "streamrec-model-watcher", stop: watcher.stop) { watcher.run() }
     }
 }

@@ -229,28 +229,9 @@ public final class PipelineService: Service, @unchecked Sendable {
 
     public func run() async throws {
         let stack = self.stack
-        try await withGracefulShutdownHandler {
-            try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-                    let thread = Thread {
-                        do {
-                            try stack.pipeline.run()
-                            stack.close()
-                            continuation.resume()
-                        } catch {
-                            stack.close()
-                            continuation.resume(throwing: error)
-                        }
-                    }
-                    thread.name = "streamrec-pipeline"
-                    thread.stackSize = 8 << 20
-                    thread.start()
-                }
-            } onCancel: {
-                stack.stop.stop()
-            }
-        } onGracefulShutdown: {
-            stack.stop.stop()
+        try await runUntilStopped(thread: "streamrec-pipeline", stop: stack.stop) {
+            defer { stack.close() }
+            try stack.pipeline.run()
         }
     }
 }
