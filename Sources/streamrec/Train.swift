@@ -200,9 +200,8 @@ extension Train {
             printer.update(String(format: "epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %@", p.epoch, p.epochs, p.step, p.steps, p.loss,
                                   p.sequencesPerSecond, formatDuration(p.eta)))
         }, log: printer.log)
-        // Training time across resumes (sum of epoch wall times), as for SASRec; this run's is printed too.
-        let wall = trainer.history.reduce(0) { $0 + $1.seconds }
-        model.metrics["train_seconds"] = wall
+        // Training time across resumes (the trainer's sum of epoch wall times); this run's is printed too.
+        let wall = model.metrics["train_seconds"] ?? 0
         try model.save(to: out)
         let settings = config.hyperParameters.merging(["data": data, "holdout": holdout.rawValue]) { a, _ in a }
         try TrainingReport.markdown(model: variant.rawValue, snapshot: out, settings: settings, history: trainer.history,
