@@ -6,6 +6,7 @@
 #   ops/diffurec-seeds.sh                      # Beauty, seeds 42 43 44, 10 epochs
 #   SEEDS="42 43" EPOCHS=41 JOBS=1 ops/diffurec-seeds.sh
 #   EMB=var/diffurec/beauty.emb ops/diffurec-seeds.sh   # adds llm2diffurecsys runs
+#   VARIANTS= EMB=var/diffurec/beauty.emb ops/diffurec-seeds.sh   # llm2diffurecsys only
 #
 # Resumable: a finished run (its .eval.json exists) is skipped, an interrupted one continues
 # from its checkpoint. JOBS runs go side by side, each on STREAMREC_THREADS=THREADS (default
@@ -16,7 +17,7 @@ B=${BIN:-.build/release/streamrec}
 DATA=${DATA:-${SHARED:-../shared}/data/beauty}
 OUT=${OUT:-var/diffurec}
 SEEDS=${SEEDS:-42 43 44}
-VARIANTS=${VARIANTS:-diffurec diffurecsys-v1 diffurecsys-v2}
+VARIANTS=${VARIANTS-diffurec diffurecsys-v1 diffurecsys-v2}
 EPOCHS=${EPOCHS:-10}
 JOBS=${JOBS:-2}
 THREADS=${THREADS:-1}
