@@ -41,7 +41,9 @@ public final class ModelWatcher: @unchecked Sendable {
 
     /// Runs until `stop` (or the serving stack's stop signal) is set. Blocking: own thread.
     public func run() {
-        var lastPointer = (try? registry.currentVersion()) ?? nil
+        // The baseline is what serves, not the pointer as this thread first reads it: a promotion
+        // between the stack's start and this thread's first look must still be followed.
+        var lastPointer: String? = stack.model.recommender.descriptor.version
         var nextPointerCheck = Date().addingTimeInterval(Double(config.model.registryPollMs) / 1000)
         var announcements: AnnouncementReader? = nil
         var nextConnectAttempt = Date()
