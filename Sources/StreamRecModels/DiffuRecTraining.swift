@@ -24,7 +24,7 @@ public final class DiffuRecTrainer {
         self.model = model
         config = model.config
         let optimizer = Adam(store: model.store, config: AdamConfig(learningRate: model.config.learningRate, weightDecay: model.config.weightDecay))
-        loop = EpochLoop(store: model.store, optimizer: optimizer, seed: model.config.seed &+ 1)
+        loop = EpochLoop(optimizer: optimizer, seed: model.config.seed &+ 1)
     }
 
     /// Every prefix of length >= 1 of every sequence (target = the next item).

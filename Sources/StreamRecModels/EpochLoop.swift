@@ -16,8 +16,8 @@ final class EpochLoop {
         var patience: Int
     }
 
-    let store: ParameterStore
     let optimizer: Adam
+    var store: ParameterStore { optimizer.store }
     /// The trainer's one random stream: the epoch shuffles and whatever its steps draw, in the
     /// order they happen, so a resumed run draws exactly what an uninterrupted one would.
     var rng: RandomSource
@@ -25,8 +25,7 @@ final class EpochLoop {
     private(set) var stopping = EarlyStopping()
     private(set) var epochsDone = 0
 
-    init(store: ParameterStore, optimizer: Adam, seed: UInt64) {
-        self.store = store
+    init(optimizer: Adam, seed: UInt64) {
         self.optimizer = optimizer
         rng = RandomSource(seed: seed)
     }

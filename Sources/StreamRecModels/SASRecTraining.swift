@@ -73,7 +73,7 @@ public final class SASRecTrainer {
         self.model = model
         config = model.config
         let optimizer = Adam(store: model.store, config: AdamConfig(learningRate: model.config.learningRate, weightDecay: model.config.weightDecay))
-        loop = EpochLoop(store: model.store, optimizer: optimizer, seed: model.config.seed &+ 1)
+        loop = EpochLoop(optimizer: optimizer, seed: model.config.seed &+ 1)
     }
 
     /// One batch: forward, loss, backward, update. Returns the loss.

@@ -91,7 +91,7 @@ enum EncoderKernels {
                     for i in 0..<length {
                         let qi = q + i * stride
                         for j in 0..<length {
-                            scores[j] = Kernels.dot(qi, k + j * stride, headSize)
+                            scores[j] = BLAS.dot(headSize, qi, k + j * stride)
                         }
                         softmax(scores, count: length, scale: scale)
                         let oi = o + i * hidden
