@@ -5,6 +5,11 @@ RELEASE_BIN  := .build/release/streamrec
 PYTEST_ARGS  ?=
 SHARED       ?= $(abspath ../shared)
 BENCH_DIR    := var/bench
+# OpenBLAS kernels for our side of `make bench`: auto lets OpenBLAS pick them from the CPU even
+# where the environment pins OPENBLAS_CORETYPE (this project's machines pin Haswell, the AVX2
+# kernels, on AVX-512 cores); any other value is passed as OPENBLAS_CORETYPE. Printed with the figures.
+BENCH_KERNELS ?= auto
+BENCH_BLAS   := $(if $(filter auto,$(BENCH_KERNELS)),env -u OPENBLAS_CORETYPE,env OPENBLAS_CORETYPE=$(BENCH_KERNELS))
 
 .PHONY: setup setup-system setup-python setup-models setup-peer build release test test-unit test-realbroker demo bench bench-minilm clean broker-start broker-stop
 
@@ -53,7 +58,7 @@ setup-peer:
 bench: release setup-peer
 	@mkdir -p $(BENCH_DIR)
 	.peer-venv/bin/python $(SHARED)/peers/pytorch_peer.py --threads 2 --json $(BENCH_DIR)/peer.json > $(BENCH_DIR)/peer.log
-	$(RELEASE_BIN) bench --peer $(BENCH_DIR)/peer.json --json $(BENCH_DIR)/streamrec.json
+	$(BENCH_BLAS) $(RELEASE_BIN) bench --peer $(BENCH_DIR)/peer.json --json $(BENCH_DIR)/streamrec.json
 
 ## bench-minilm: native MiniLM sentence-encoder throughput on ML-1M titles (release build).
 bench-minilm: setup-models

@@ -4,7 +4,7 @@ import PackageDescription
 
 let package = Package(
     name: "StreamRec",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "streamrec", targets: ["streamrec"]),
     ],

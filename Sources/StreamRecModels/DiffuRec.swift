@@ -87,6 +87,9 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
     public var decayGamma: Float = 0.1
     public var batchSize = 1024
     public var epochs = 41
+    /// Fraction of the prefix samples each epoch trains on, drawn afresh every epoch: a budget
+    /// for long-history data (ML-1M has about a million prefixes). 1 = every prefix (the paper).
+    public var prefixFraction: Double = 1
     /// Validate every this many epochs; stop after `patience` validations without improvement.
     public var evalEvery = 5
     public var patience = 4
@@ -107,6 +110,8 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
          "sample_steps": "\(sampleSteps)", "seeds": "\(seeds)", "inference_seed": "\(inferenceSeed)",
          "learning_rate": "\(learningRate)", "weight_decay": "\(weightDecay)", "decay_every": "\(decayEvery)",
          "decay_gamma": "\(decayGamma)", "batch_size": "\(batchSize)", "epochs": "\(epochs)", "seed": "\(seed)"]
+            // Only when set, so checkpoints written before the option existed still resume.
+            .merging(prefixFraction < 1 ? ["prefix_fraction": "\(prefixFraction)"] : [:]) { a, _ in a }
     }
 
     init(hyperParameters p: [String: String], path: String) throws {

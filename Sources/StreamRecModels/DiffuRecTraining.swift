@@ -36,6 +36,11 @@ public final class DiffuRecTrainer {
         return out
     }
 
+    /// How many of `total` prefix samples an epoch trains on at `fraction` (at least one).
+    public static func samplesPerEpoch(_ total: Int, fraction: Double) -> Int {
+        max(1, min(total, Int((Double(total) * fraction).rounded())))
+    }
+
     /// One batch of (history, target) pairs: forward diffusion, approximator, CE, update.
     @discardableResult
     public func step(histories: [ArraySlice<Int32>], targets: [Int32], lr: Float) -> Double {
@@ -82,9 +87,11 @@ public final class DiffuRecTrainer {
                     progress: ((TrainingProgress) -> Void)? = nil, log: ((String) -> Void)? = nil) throws {
         let c = config
         let samples = Self.samples(split.train)
-        let stepsPerEpoch = (samples.count + c.batchSize - 1) / c.batchSize
+        let perEpoch = Self.samplesPerEpoch(samples.count, fraction: c.prefixFraction)
+        let stepsPerEpoch = (perEpoch + c.batchSize - 1) / c.batchSize
         let schedule = LearningRateSchedule.step(base: c.learningRate, gamma: c.decayGamma, everyEpochs: c.decayEvery, stepsPerEpoch: stepsPerEpoch)
-        try loop.run(samples: samples.count, .init(epochs: c.epochs, batchSize: c.batchSize, evalEvery: c.evalEvery, patience: c.patience),
+        try loop.run(samples: samples.count, .init(epochs: c.epochs, batchSize: c.batchSize, evalEvery: c.evalEvery, patience: c.patience,
+                                                   samplesPerEpoch: perEpoch),
                      progressInterval: progressInterval, progress: progress, log: log,
                      checkpoint: checkpoint.map { path in { try self.saveCheckpoint(path) } },
                      step: { batch in

@@ -14,6 +14,9 @@ final class EpochLoop {
         var evalEvery: Int
         /// Stop after this many validations without improvement.
         var patience: Int
+        /// Samples an epoch trains on: the first this many of the epoch's fresh shuffle of all of
+        /// them (nil = all). Lets a budget see different data every epoch instead of a fixed part.
+        var samplesPerEpoch: Int? = nil
     }
 
     let optimizer: Adam
@@ -38,13 +41,15 @@ final class EpochLoop {
              progress: ((TrainingProgress) -> Void)?, log: ((String) -> Void)?,
              checkpoint: (() throws -> Void)?,
              step: ([Int]) -> Double, validate: () -> (ndcg: Double, hr: Double)) throws {
+        let total = count
+        let count = min(total, max(1, s.samplesPerEpoch ?? total))
         let stepsPerEpoch = (count + s.batchSize - 1) / s.batchSize
         let started = Date()
         var seen = 0
         while epochsDone < s.epochs {
             let epoch = epochsDone + 1
             let epochStart = Date()
-            var order = Array(0..<count)
+            var order = Array(0..<total)
             for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.below(i + 1)) }
             var lossSum = 0.0
             var lastReport = Date.distantPast

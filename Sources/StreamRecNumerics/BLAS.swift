@@ -1,4 +1,5 @@
-// The only file that touches OpenBLAS: row-major sgemm/sgemv, and the thread setting.
+// The only file that touches OpenBLAS: row-major sgemm/sgemv, the thread setting, and which
+// kernels it runs.
 // Why single-threaded BLAS: at our layer shapes (d = 64..384) OpenBLAS's own threading gains
 // nothing, while splitting rows over the two cores ourselves nearly doubles throughput
 // (see Parallel.swift). One place sets it so the two never oversubscribe the cores.
@@ -41,4 +42,9 @@ public enum BLAS {
 
     /// Pins OpenBLAS to one thread; our own loops use the cores (called once by Parallel).
     static func useSingleThread() { openblas_set_num_threads(1) }
+
+    /// The kernel set OpenBLAS chose when it loaded: from the CPU (e.g. "Cooperlake" on an
+    /// AVX-512 machine) unless OPENBLAS_CORETYPE names one ("Haswell" = AVX2 kernels, about
+    /// half the sgemm throughput on AVX-512 cores). Benchmarks print it beside their figures.
+    public static var kernelCore: String { String(cString: openblas_get_corename()) }
 }

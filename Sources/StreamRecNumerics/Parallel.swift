@@ -17,12 +17,9 @@ public enum Parallel {
         guard count > 0 else { return }
         let w = min(workers, max(1, count / max(1, grain)))
         if w == 1 { body(0..<count, 0); return }
-        withoutActuallyEscaping(body) { body in
-            let work = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: w) { i in
-                let lo = count * i / w, hi = count * (i + 1) / w
-                if lo < hi { work.value(lo..<hi, i) }
-            }
+        run(parts: w) { i in
+            let lo = count * i / w, hi = count * (i + 1) / w
+            if lo < hi { body(lo..<hi, i) }
         }
     }
 
@@ -32,12 +29,22 @@ public enum Parallel {
         guard count > 0 else { return }
         let w = min(workers, count)
         if w == 1 { for i in 0..<count { body(i) }; return }
+        run(parts: w) { worker in
+            var i = worker
+            while i < count { body(i); i += w }
+        }
+    }
+
+    /// The spinning helper threads (WorkerPool.swift); none on one core.
+    static let pool: WorkerPool? = workers > 1 ? WorkerPool(helpers: workers - 1) : nil
+
+    /// body(0..<parts) in parallel: on the pool, or, when the pool is running another caller's
+    /// job (concurrent or nested use), on Dispatch's threads as before.
+    private static func run(parts: Int, _ body: (Int) -> Void) {
+        if let pool, parts <= pool.helpers + 1, pool.run(parts: parts, body) { return }
         withoutActuallyEscaping(body) { body in
             let work = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: w) { worker in
-                var i = worker
-                while i < count { work.value(i); i += w }
-            }
+            DispatchQueue.concurrentPerform(iterations: parts) { work.value($0) }
         }
     }
 

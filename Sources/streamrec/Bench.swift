@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import StreamRecModels
+import StreamRecNumerics
 import StreamRecService
 
 /// `streamrec bench`: our figures at the PyTorch peer's shapes, and, given the peer's JSON from
@@ -78,6 +79,7 @@ struct Bench: ParsableCommand {
                 if let figures = value as? [String: Any] { peerFigures[key] = figures.compactMapValues { ($0 as? NSNumber)?.doubleValue } }
             }
         }
+        print("OpenBLAS kernels: \(BLAS.kernelCore); workers: \(Parallel.workers)")
         print("figure                          streamrec        peer (torch)     ratio (higher = streamrec better)")
         for key in ours.keys.sorted() {
             let figure = ours[key]!
@@ -94,7 +96,7 @@ struct Bench: ParsableCommand {
             print(line)
         }
         if let json {
-            var out: [String: Any] = ["streamrec": ours]
+            var out: [String: Any] = ["streamrec": ours, "openblas_kernels": BLAS.kernelCore]
             if !peerFigures.isEmpty { out["peer"] = peerFigures }
             let data = try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: json))

@@ -38,6 +38,7 @@ struct Train: ParsableCommand {
     @Option(help: "Dropout on the sequence's item embeddings (diffusion).") var embeddingDropout: Float = 0.3
     @Option(help: "lambda mean and std (diffusion; lambda ~ N(m, m^2) by default m = 0.001).") var lambda: Float = 0.001
     @Option(help: "Adam L2 weight decay (sasrec 0, diffusion 1e-4).") var weightDecay: Float?
+    @Option(help: "Fraction of the prefix samples each epoch trains on, drawn afresh every epoch (diffusion; 1 = all, the paper's; a budget for long histories such as ML-1M).") var prefixFraction: Double = 1
     @Option(help: "Multiply the learning rate by --decay-gamma every this many epochs (diffusion).") var decayEvery: Int = 30
     @Option(help: "Learning-rate decay factor (diffusion).") var decayGamma: Float = 0.1
     @Option(help: "Gradient-norm clip, 0 = off.") var clipNorm: Float = 0
@@ -170,7 +171,8 @@ extension Train {
         config.schedule = scheduleKind; config.lambdaMean = lambda; config.lambdaStd = lambda
         config.learningRate = lr; config.weightDecay = weightDecay ?? 1e-4; config.decayEvery = decayEvery; config.decayGamma = decayGamma
         config.batchSize = batchSize ?? 1024; config.epochs = epochs ?? 41; config.evalEvery = evalEvery; config.patience = patience
-        config.clipNorm = clipNorm; config.seed = seed
+        config.clipNorm = clipNorm; config.seed = seed; config.prefixFraction = prefixFraction
+        guard prefixFraction > 0, prefixFraction <= 1 else { throw ValidationError("--prefix-fraction must be in (0, 1], got \(prefixFraction)") }
         guard config.width % config.heads == 0 else { throw ValidationError("--width \(config.width) must be a multiple of --heads \(config.heads)") }
         guard config.blocks >= 1 else { throw ValidationError("--blocks must be at least 1, got \(config.blocks)") }
         guard steps >= 1, config.sampleSteps >= 1, seeds >= 1 else { throw ValidationError("--steps, --sample-steps and --seeds must be at least 1") }
@@ -194,7 +196,8 @@ extension Train {
             print("resumed from \(checkpointPath) after epoch \(trainer.completedEpochs)")
         }
         let samples = DiffuRecTrainer.samples(split.train).count
-        print("training \(variant.rawValue) on \(samples) prefix samples of \(split.train.count) sequences, \(split.items.count) items, \(split.validation.count) validation cases (sampler: \(config.sampleSteps) of \(config.steps) steps, \(config.seeds) seed(s))")
+        let perEpoch = DiffuRecTrainer.samplesPerEpoch(samples, fraction: config.prefixFraction)
+        print("training \(variant.rawValue) on \(samples) prefix samples\(perEpoch < samples ? " (\(perEpoch) per epoch, drawn afresh)" : "") of \(split.train.count) sequences, \(split.items.count) items, \(split.validation.count) validation cases (sampler: \(config.sampleSteps) of \(config.steps) steps, \(config.seeds) seed(s))")
         let printer = ProgressPrinter()
         try trainer.fit(split, checkpoint: checkpointPath, progressInterval: printer.interval, progress: { p in
             printer.update(String(format: "epoch %d/%d step %d/%d loss %.4f %.0f samples/s ETA %@", p.epoch, p.epochs, p.step, p.steps, p.loss,
