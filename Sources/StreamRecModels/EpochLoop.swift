@@ -116,15 +116,19 @@ final class EpochLoop {
     /// Restores a checkpoint of `kind` written with the same settings, except the `adjustable`
     /// ones (how long and how fast to go on, inference settings); refuses any other, naming the
     /// setting that differs.
+    /// `defaults` gives the value of a setting that only appears when it differs from its
+    /// default (so checkpoints written before it existed still resume).
     func restoreCheckpoint(from path: String, kind: String, modelName: String, hyperParameters: [String: String],
-                           adjustable: Set<String>, items: [String]) throws {
+                           adjustable: Set<String>, defaults: [String: String] = [:], items: [String]) throws {
         let snapshot = try Snapshot.read(path: path)
         let p = snapshot.manifest.hyperParameters
         guard snapshot.manifest.kind == kind else {
             throw ModelError(.badSnapshot, "checkpoint \(path): holds '\(snapshot.manifest.kind)', not a \(modelName) checkpoint; delete it or pass another --checkpoint")
         }
-        for (key, value) in hyperParameters.sorted(by: { $0.key < $1.key }) where !adjustable.contains(key) && p[key] != value {
-            throw ModelError(.badSnapshot, "checkpoint \(path): was written with \(key)=\(p[key] ?? "absent"), this run has \(value); resume with the same settings or delete the checkpoint")
+        for key in Set(hyperParameters.keys).union(defaults.keys).sorted() where !adjustable.contains(key) {
+            let theirs = p[key] ?? defaults[key], ours = hyperParameters[key] ?? defaults[key]
+            guard theirs != ours else { continue }
+            throw ModelError(.badSnapshot, "checkpoint \(path): was written with \(key)=\(theirs ?? "absent"), this run has \(ours ?? "absent"); resume with the same settings or delete the checkpoint")
         }
         guard snapshot.manifest.items == items else {
             throw ModelError(.badSnapshot, "checkpoint \(path): its item vocabulary differs from this dataset's; delete the checkpoint to start over")

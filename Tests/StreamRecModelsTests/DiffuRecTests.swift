@@ -218,6 +218,37 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
         #expect(samples == [DiffuRecSample(sequence: 0, length: 1), DiffuRecSample(sequence: 0, length: 2), DiffuRecSample(sequence: 2, length: 1)])
     }
 
+    @Test func aPrefixFractionTrainsOnAFreshPartOfTheSamplesEachEpoch() throws {
+        // The loop itself: 30 of 100 samples an epoch, no repeats within one, new ones across.
+        let loop = EpochLoop(optimizer: Adam(store: ParameterStore([("w", [1])]), config: AdamConfig()), seed: 5)
+        var epochs: [[Int]] = [[]]
+        try loop.run(samples: 100, .init(epochs: 3, batchSize: 8, evalEvery: 10, patience: 1, samplesPerEpoch: 30),
+                     progressInterval: 1, progress: { p in if p.step == p.steps { epochs.append([]) } }, log: nil, checkpoint: nil,
+                     step: { batch in epochs[epochs.count - 1] += batch; return 0 }, validate: { (0, 0) })
+        epochs.removeLast()
+        #expect(epochs.count == 3 && epochs.allSatisfy { $0.count == 30 && Set($0).count == 30 })
+        #expect(Set(epochs.joined()).count > 45)
+
+        // The trainer: steps per epoch follow the fraction, and the setting is part of the
+        // checkpoint's identity (a run with another fraction is refused).
+        let dir = try TemporaryDirectory()
+        let split = EncodedSplit(cyclicSessions(users: 40, items: 20, length: 8, seed: 4))
+        var config = diffuConfig(.offsetNoise)
+        config.epochs = 2; config.batchSize = 16; config.prefixFraction = 0.25
+        let total = DiffuRecTrainer.samples(split.train).count
+        let perEpoch = DiffuRecTrainer.samplesPerEpoch(total, fraction: 0.25)
+        #expect(perEpoch == Int((Double(total) / 4).rounded()))
+        let trainer = DiffuRecTrainer(model: DiffuRec(config: config, items: split.items))
+        try trainer.fit(split, checkpoint: dir.path("f.ckpt"))
+        #expect(trainer.optimizer.step == 2 * ((perEpoch + 15) / 16))
+        #expect(config.hyperParameters["prefix_fraction"] == "0.25")
+        #expect(diffuConfig(.offsetNoise).hyperParameters["prefix_fraction"] == nil)
+        var all = config
+        all.prefixFraction = 1
+        let refused = modelError { try DiffuRecTrainer(model: DiffuRec(config: all, items: split.items)).resume(from: dir.path("f.ckpt")) }
+        #expect(refused?.message.contains("prefix_fraction") == true)
+    }
+
     @Test func snapshotRoundTripGivesTheSameScoresAndRefusesCorruption() throws {
         let dir = try TemporaryDirectory()
         let split = EncodedSplit(cyclicSessions(users: 50, items: 20, length: 8, seed: 2))
