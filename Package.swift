@@ -42,7 +42,7 @@ let package = Package(
         .executableTarget(name: "streamrec-textbench", dependencies: ["StreamRecText"]),
         // The live pipeline: events, config, micro-batch processing, service, metrics, demo.
         .target(name: "StreamRecService", dependencies: [
-            "StreamRecKafka", "StreamRecStorage", "StreamRecModels", "StreamRecText",
+            "StreamRecKafka", "StreamRecStorage", "StreamRecModels", "StreamRecNumerics", "StreamRecText",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),

@@ -6,6 +6,7 @@ import Metrics
 import ServiceLifecycle
 import StreamRecKafka
 import StreamRecModels
+import StreamRecNumerics
 import StreamRecStorage
 
 public enum ModelLoader {
@@ -97,7 +98,8 @@ public final class ServingStack: @unchecked Sendable {
         let recommender = try ModelLoader.load(path: snapshot, vocabulary: vocabulary, store: store, config: config.model)
         model = RecommenderSlot(recommender)
         logger.info("serving model", metadata: ["name": "\(recommender.descriptor.name)", "version": "\(recommender.descriptor.version)",
-                                                "vocabulary": "\(vocabulary.count)"])
+                                                "vocabulary": "\(vocabulary.count)", "openblas_kernels": "\(BLAS.kernelCore)",
+                                                "workers": "\(Parallel.workers)"])
         let consumer = try KafkaConsumer(properties: Self.consumerProperties(config, brokers: brokers))
         let producer = try KafkaProducer(properties: Self.producerProperties(config, brokers: brokers))
         pipeline = Pipeline(config: config, consumer: consumer, producer: producer, sessions: sessions, vocabulary: vocabulary,
