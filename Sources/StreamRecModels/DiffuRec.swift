@@ -496,47 +496,19 @@ public final class DiffuRec: @unchecked Sendable {
         return rows.count
     }
 
-    /// Centred PCA to `d` components by subspace iteration on the covariance (30 rounds, Gram-
-    /// Schmidt each round); vectors of width <= d are centred and zero-padded instead.
+    /// Centred PCA to `d` components (TextProjection's); vectors of width <= d are centred and
+    /// zero-padded instead.
     public static func reduceWidth(_ vectors: [[Float]], to d: Int, seed: UInt64) -> [[Float]] {
         let n = vectors.count, w = vectors.first?.count ?? 0
-        var mean = [Float](repeating: 0, count: w)
-        for v in vectors { for j in 0..<w { mean[j] += v[j] / Float(n) } }
-        var x = [Float](repeating: 0, count: n * w)
-        for (i, v) in vectors.enumerated() { for j in 0..<w { x[i * w + j] = v[j] - mean[j] } }
-        if w <= d { return (0..<n).map { i in Array(x[(i * w)..<((i + 1) * w)]) + [Float](repeating: 0, count: d - w) } }
-        var cov = [Float](repeating: 0, count: w * w)
-        BLAS.gemm(transA: true, m: w, n: w, k: n, alpha: 1 / Float(n), a: x, lda: w, b: x, ldb: w, c: &cov, ldc: w)
-        var rng = RandomSource(seed: seed)
-        var q = (0..<(w * d)).map { _ in rng.normal() }
-        var z = [Float](repeating: 0, count: w * d)
-        func orthonormalize(_ m: inout [Float]) {
-            // Modified Gram-Schmidt on the columns of m [w, d], in double, twice ("twice is
-            // enough": one pass leaves near-null columns visibly non-orthogonal in float).
-            var a = m.map(Double.init)
-            for _ in 0..<2 {
-                for c in 0..<d {
-                    for p in 0..<c {
-                        var dot = 0.0
-                        for r in 0..<w { dot += a[r * d + c] * a[r * d + p] }
-                        for r in 0..<w { a[r * d + c] -= dot * a[r * d + p] }
-                    }
-                    var norm = 0.0
-                    for r in 0..<w { norm += a[r * d + c] * a[r * d + c] }
-                    let inv = norm > 0 ? 1 / norm.squareRoot() : 0
-                    for r in 0..<w { a[r * d + c] *= inv }
-                }
-            }
-            m = a.map(Float.init)
+        guard n >= 2 else { return vectors.map { _ in [Float](repeating: 0, count: d) } }
+        if w <= d {
+            var mean = [Float](repeating: 0, count: w)
+            for v in vectors { for j in 0..<w { mean[j] += v[j] / Float(n) } }
+            return vectors.map { v in (0..<w).map { v[$0] - mean[$0] } + [Float](repeating: 0, count: d - w) }
         }
-        orthonormalize(&q)
-        for _ in 0..<30 {
-            BLAS.gemm(m: w, n: d, k: w, a: cov, lda: w, b: q, ldb: d, c: &z, ldc: d)
-            orthonormalize(&z)
-            swap(&q, &z)
-        }
-        var projected = [Float](repeating: 0, count: n * d)
-        BLAS.gemm(m: n, n: d, k: w, a: x, lda: w, b: q, ldb: d, c: &projected, ldc: d)
+        let rows = vectors.flatMap { $0 }
+        let (mean, components, _) = TextProjection.principalComponents(rows, dimension: w, width: d, seed: seed)
+        let projected = TextProjection(mean: mean, components: components, scale: 1, textModelID: "").project(rows)
         return (0..<n).map { Array(projected[($0 * d)..<(($0 + 1) * d)]) }
     }
 

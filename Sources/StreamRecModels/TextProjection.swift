@@ -1,5 +1,6 @@
 // PCA from the text-embedding space to a model's width, for LLM2SASRec (arXiv 2402.01339, the
-// paper reduces the LLM embeddings with PCA) and for projecting items that arrive later.
+// paper reduces the LLM embeddings with PCA) and for projecting items that arrive later; also
+// what DiffuRec's `--embeddings` reduces its item vectors with.
 //
 // Shape legend
 //   N  items with a text vector      D  text width (384)      d  model width (64)
@@ -119,24 +120,30 @@ public struct TextProjection: Sendable, Equatable {
         }
     }
 
-    /// Modified Gram-Schmidt on the columns of a row-major [rows, cols] matrix.
+    /// Modified Gram-Schmidt on the columns of a row-major [rows, cols] matrix, in double and
+    /// twice ("twice is enough": one float pass leaves near-null columns of rank-deficient data
+    /// visibly non-orthogonal). A column with nothing left becomes a unit axis, which the second
+    /// pass makes orthogonal to the others.
     static func orthonormalizeColumns(_ m: inout [Float], rows: Int, cols: Int) {
-        for k in 0..<cols {
-            for p in 0..<k {
-                var dot: Float = 0
-                for i in 0..<rows { dot += m[i * cols + p] * m[i * cols + k] }
-                for i in 0..<rows { m[i * cols + k] -= dot * m[i * cols + p] }
-            }
-            var norm: Float = 0
-            for i in 0..<rows { norm += m[i * cols + k] * m[i * cols + k] }
-            norm = norm.squareRoot()
-            if norm > 1e-20 {
-                for i in 0..<rows { m[i * cols + k] /= norm }
-            } else {
-                // A degenerate direction (rank-deficient data): any unit vector orthogonal later works.
-                for i in 0..<rows { m[i * cols + k] = i == k % rows ? 1 : 0 }
+        var a = m.map(Double.init)
+        for _ in 0..<2 {
+            for k in 0..<cols {
+                for p in 0..<k {
+                    var dot = 0.0
+                    for i in 0..<rows { dot += a[i * cols + p] * a[i * cols + k] }
+                    for i in 0..<rows { a[i * cols + k] -= dot * a[i * cols + p] }
+                }
+                var norm = 0.0
+                for i in 0..<rows { norm += a[i * cols + k] * a[i * cols + k] }
+                norm = norm.squareRoot()
+                if norm > 1e-30 {
+                    for i in 0..<rows { a[i * cols + k] /= norm }
+                } else {
+                    for i in 0..<rows { a[i * cols + k] = i == k % rows ? 1 : 0 }
+                }
             }
         }
+        m = a.map(Float.init)
     }
 }
 
