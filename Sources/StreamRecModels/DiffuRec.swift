@@ -517,7 +517,7 @@ public final class DiffuRec: @unchecked Sendable {
     public func snapshotWriter() throws -> SnapshotWriter {
         var writer = SnapshotWriter(kind: kind, items: items, hyperParameters: config.hyperParameters,
                                     training: training, metrics: metrics.filter { $0.value.isFinite })
-        for entry in store.entries { try writer.add(entry.name, floats: store.floats(entry.name), shape: entry.shape) }
+        try writer.add(store)
         return writer
     }
 
@@ -540,17 +540,9 @@ public final class DiffuRec: @unchecked Sendable {
         guard config.variant.rawValue == manifest.kind else {
             throw ModelError(.badSnapshot, "snapshot \(snapshot.path): kind '\(manifest.kind)' but variant '\(config.variant.rawValue)'; retrain the model")
         }
-        guard !manifest.items.isEmpty, Set(manifest.items).count == manifest.items.count else {
-            throw ModelError(.badSnapshot, "snapshot \(snapshot.path): the item vocabulary is empty or lists an item twice; retrain the model")
-        }
+        try snapshot.checkItems()
         let model = DiffuRec(config: config, items: manifest.items)
-        for entry in model.store.entries {
-            let values = try snapshot.floats(entry.name, shape: entry.shape)
-            guard values.allSatisfy({ $0.isFinite }) else {
-                throw ModelError(.badSnapshot, "snapshot \(snapshot.path): tensor '\(entry.name)' holds NaN or infinite weights; retrain the model (lower the learning rate or set a gradient clip)")
-            }
-            model.store.load(entry.name, values)
-        }
+        try snapshot.load(into: model.store)
         model.version = manifest.modelVersion
         model.training = manifest.training
         model.metrics = manifest.metrics

@@ -199,7 +199,7 @@ public final class SASRec: @unchecked Sendable {
     public func snapshotWriter() throws -> SnapshotWriter {
         var writer = SnapshotWriter(kind: Self.kind, items: items, hyperParameters: config.hyperParameters,
                                     training: training, metrics: metrics.filter { $0.value.isFinite })
-        for entry in store.entries { try writer.add(entry.name, floats: store.floats(entry.name), shape: entry.shape) }
+        try writer.add(store)
         if let projection = textProjection {
             // Same kind ("sasrec"): serving and evaluation need nothing new; the extra tensors
             // only matter to the cold-start path.
@@ -228,17 +228,9 @@ public final class SASRec: @unchecked Sendable {
             throw ModelError(.badSnapshot, "snapshot \(snapshot.path): holds a '\(manifest.kind)' model, not a '\(kind)' model; pass a SASRec snapshot or the matching --model")
         }
         let config = try SASRecConfig(hyperParameters: manifest.hyperParameters, path: snapshot.path)
-        guard !manifest.items.isEmpty, Set(manifest.items).count == manifest.items.count else {
-            throw ModelError(.badSnapshot, "snapshot \(snapshot.path): the item vocabulary is empty or lists an item twice; retrain the model")
-        }
+        try snapshot.checkItems()
         let model = SASRec(config: config, items: manifest.items)
-        for entry in model.store.entries {
-            let values = try snapshot.floats(entry.name, shape: entry.shape)
-            guard values.allSatisfy({ $0.isFinite }) else {
-                throw ModelError(.badSnapshot, "snapshot \(snapshot.path): tensor '\(entry.name)' holds NaN or infinite weights; retrain the model (lower the learning rate or set a gradient clip)")
-            }
-            model.store.load(entry.name, values)
-        }
+        try snapshot.load(into: model.store)
         if let entry = snapshot.tensor(named: "text_projection.components") {
             let D = entry.shape.first ?? 0
             guard entry.shape == [D, config.width], D > 0, let scale = Float(manifest.hyperParameters["text_projection_scale"] ?? "") else {

@@ -14,6 +14,7 @@
 // Reading verifies the whole file before anything is served from it and names what is wrong, so
 // a corrupt or foreign file is refused at load time rather than producing bad answers.
 import Foundation
+import StreamRecNumerics
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -484,4 +485,34 @@ public struct Snapshot: Sendable {
 
 private func loadLittleEndian<T: FixedWidthInteger>(_ raw: UnsafeRawBufferPointer, at offset: Int) -> T {
     T(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: T.self))
+}
+
+// MARK: - parameter stores (what every neural model's save and load share)
+
+extension SnapshotWriter {
+    /// Adds every tensor of a parameter store under its own name and shape.
+    mutating func add(_ store: ParameterStore) throws {
+        for entry in store.entries { try add(entry.name, floats: store.floats(entry.name), shape: entry.shape) }
+    }
+}
+
+extension Snapshot {
+    /// Refuses an empty item vocabulary or one that lists an item twice.
+    func checkItems() throws {
+        guard !manifest.items.isEmpty, Set(manifest.items).count == manifest.items.count else {
+            throw ModelError(.badSnapshot, "snapshot \(path): the item vocabulary is empty or lists an item twice; retrain the model")
+        }
+    }
+
+    /// Fills every tensor of `store` from the snapshot, checking each name and shape and that
+    /// every weight is finite (a NaN would rank garbage silently).
+    func load(into store: ParameterStore) throws {
+        for entry in store.entries {
+            let values = try floats(entry.name, shape: entry.shape)
+            guard values.allSatisfy({ $0.isFinite }) else {
+                throw ModelError(.badSnapshot, "snapshot \(path): tensor '\(entry.name)' holds NaN or infinite weights; retrain the model (lower the learning rate or set a gradient clip)")
+            }
+            store.load(entry.name, values)
+        }
+    }
 }
