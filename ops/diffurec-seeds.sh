@@ -59,7 +59,9 @@ import glob, json, os, re, statistics, sys
 out, data = sys.argv[1], sys.argv[2]
 rows = {}
 for path in sorted(glob.glob(f"{out}/{data}-*-s*.eval.json")):
-    m = re.match(rf"{re.escape(data)}-(.+)-s(\d+)\.eval\.json", os.path.basename(path))
+    m = re.fullmatch(rf"{re.escape(data)}-(.+)-s(\d+)\.eval\.json", os.path.basename(path))
+    if not m:
+        continue  # another evaluation's file (e.g. SNAP.eval.json from a by-hand evaluate)
     r = json.load(open(path))
     rows.setdefault(m.group(1), []).append((int(m.group(2)), r))
 cols = [("hitRate", 5), ("hitRate", 10), ("hitRate", 20), ("ndcg", 5), ("ndcg", 10), ("ndcg", 20)]
