@@ -41,7 +41,8 @@ public enum Parallel {
     /// body(0..<parts) in parallel: on the pool, or, when the pool is running another caller's
     /// job (concurrent or nested use), on Dispatch's threads as before.
     private static func run(parts: Int, _ body: (Int) -> Void) {
-        if let pool, parts <= pool.helpers + 1, pool.run(parts: parts, body) { return }
+        // parts <= workers = helpers + 1 (every caller takes min(workers, ...)).
+        if let pool, pool.run(parts: parts, body) { return }
         withoutActuallyEscaping(body) { body in
             let work = UncheckedSendable(body)
             DispatchQueue.concurrentPerform(iterations: parts) { work.value($0) }
