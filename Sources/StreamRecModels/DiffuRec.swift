@@ -65,6 +65,9 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
     public var dropout: Float = 0.1
     /// Dropout on the item embeddings of the sequence.
     public var embeddingDropout: Float = 0.3
+    /// Dropout on the whole residual stream after each block and before the final LayerNorm,
+    /// on top of the sublayers' own: 0 (the paper) or `dropout`, as DiffuRec's public code does.
+    public var blockOutputDropout: Float = 0
     /// T
     public var steps = 32
     public var schedule: Schedule = .truncatedLinear
@@ -95,6 +98,9 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
     public var patience = 4
     /// Global gradient-norm clip; 0 disables.
     public var clipNorm: Float = 0
+    /// Item-table initialisation: 0 = Xavier-normal (section 6.2); > 0 = N(0, itemInitStd^2),
+    /// e.g. 1, the PyTorch embedding default DiffuRec's public code trains with.
+    public var itemInitStd: Float = 0
     public var seed: UInt64 = 42
 
     public init() {}
@@ -112,6 +118,8 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
          "decay_gamma": "\(decayGamma)", "batch_size": "\(batchSize)", "epochs": "\(epochs)", "seed": "\(seed)"]
             // Only when set, so checkpoints written before the option existed still resume.
             .merging(prefixFraction < 1 ? ["prefix_fraction": "\(prefixFraction)"] : [:]) { a, _ in a }
+            .merging(itemInitStd > 0 ? ["item_init_std": "\(itemInitStd)"] : [:]) { a, _ in a }
+            .merging(blockOutputDropout > 0 ? ["block_output_dropout": "\(blockOutputDropout)"] : [:]) { a, _ in a }
     }
 
     init(hyperParameters p: [String: String], path: String) throws {
@@ -235,6 +243,10 @@ public final class DiffuRec: @unchecked Sendable {
         store = ParameterStore(Self.parameterSpecs(config, items: items.count))
         schedule = DiffusionSchedule(config.schedule, steps: config.steps)
         TransformerParameters.initialize(store, seed: config.seed)
+        if config.itemInitStd > 0 {
+            var rng = RandomSource(seed: config.seed ^ 0x1_7E3)
+            store.initialize("item_embedding", normalStd: config.itemInitStd, rng: &rng)
+        }
     }
 
     private func p(_ name: String) -> Tensor { store[name] }
@@ -288,8 +300,9 @@ public final class DiffuRec: @unchecked Sendable {
     public func approximate(_ tape: Tape, sequence e: Tensor, queries: Tensor?, layout: SequenceLayout, xt: Tensor,
                             steps: [Int], lambda: Tensor) -> Tensor {
         var z = approximatorInput(tape, sequence: e, queries: queries, layout: layout, xt: xt, steps: steps, lambda: lambda)
-        for b in 0..<config.blocks - 1 { z = block(tape, z, b, layout: layout) }
-        let last = finalBlock(tape, z, config.blocks - 1, layout: layout)
+        let rd = config.blockOutputDropout
+        for b in 0..<config.blocks - 1 { z = tape.dropout(block(tape, z, b, layout: layout), rd) }
+        let last = tape.dropout(finalBlock(tape, z, config.blocks - 1, layout: layout), rd)
         return tape.layerNorm(last, p("final_ln.gamma"), p("final_ln.beta"))
     }
 
@@ -485,7 +498,7 @@ public final class DiffuRec: @unchecked Sendable {
         guard !rows.isEmpty else { return 0 }
         let reduced = Self.reduceWidth(vectors, to: config.width, seed: config.seed)
         let e = store.entry("item_embedding")!
-        let initStd = (2 / Float(e.shape[0] + e.shape[1])).squareRoot()
+        let initStd = config.itemInitStd > 0 ? config.itemInitStd : (2 / Float(e.shape[0] + e.shape[1])).squareRoot()
         var sq: Double = 0
         for v in reduced { for x in v { sq += Double(x * x) } }
         let std = Float((sq / Double(reduced.count * config.width)).squareRoot())

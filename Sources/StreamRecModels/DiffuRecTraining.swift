@@ -125,6 +125,8 @@ public final class DiffuRecTrainer {
     public func resume(from path: String) throws {
         try loop.restoreCheckpoint(from: path, kind: Self.checkpointKind, modelName: "DiffuRec", hyperParameters: config.hyperParameters,
                                    adjustable: ["epochs", "sample_steps", "seeds", "inference_seed"],
-                                   defaults: ["prefix_fraction": "\(DiffuRecConfig().prefixFraction)"], items: model.items)
+                                   defaults: ["prefix_fraction": "\(DiffuRecConfig().prefixFraction)",
+                                              "item_init_std": "\(DiffuRecConfig().itemInitStd)",
+                                              "block_output_dropout": "\(DiffuRecConfig().blockOutputDropout)"], items: model.items)
     }
 }

@@ -42,6 +42,8 @@ struct Train: ParsableCommand {
     @Option(help: "Multiply the learning rate by --decay-gamma every this many epochs (diffusion).") var decayEvery: Int = 30
     @Option(help: "Learning-rate decay factor (diffusion).") var decayGamma: Float = 0.1
     @Option(help: "Gradient-norm clip, 0 = off.") var clipNorm: Float = 0
+    @Option(help: "Diffusion models: dropout on the residual stream after each block (0, the paper's; DiffuRec's code uses its dropout, 0.1).") var blockOutputDropout: Float = 0
+    @Option(help: "Diffusion models: item-table init, 0 = Xavier-normal (the paper's); > 0 = N(0, std^2) (1 = DiffuRec's public code).") var itemInitStd: Float = 0
     @Option(help: "sasrec initialisation: 0 = Xavier-normal per matrix; > 0 = N(0, std^2) for every matrix and embedding (e.g. 0.02).") var initStd: Float = 0
     @Option(help: "sasrec training windows per sequence: 1 = the last L+1 items (the paper's); n = also up to n-1 earlier windows of long histories; 0 = all.") var trainWindows: Int = 1
     @Option(help: "Validate every N epochs.") var evalEvery: Int = 5
@@ -172,6 +174,9 @@ extension Train {
         config.learningRate = lr; config.weightDecay = weightDecay ?? 1e-4; config.decayEvery = decayEvery; config.decayGamma = decayGamma
         config.batchSize = batchSize ?? 1024; config.epochs = epochs ?? 41; config.evalEvery = evalEvery; config.patience = patience
         config.clipNorm = clipNorm; config.seed = seed; config.prefixFraction = prefixFraction
+        config.itemInitStd = itemInitStd; config.blockOutputDropout = blockOutputDropout
+        guard (0..<1).contains(blockOutputDropout) else { throw ValidationError("--block-output-dropout must be in [0, 1), got \(blockOutputDropout)") }
+        guard itemInitStd >= 0 else { throw ValidationError("--item-init-std must be >= 0 (0 = Xavier), got \(itemInitStd)") }
         guard prefixFraction > 0, prefixFraction <= 1 else { throw ValidationError("--prefix-fraction must be in (0, 1], got \(prefixFraction)") }
         guard config.width % config.heads == 0 else { throw ValidationError("--width \(config.width) must be a multiple of --heads \(config.heads)") }
         guard config.blocks >= 1 else { throw ValidationError("--blocks must be at least 1, got \(config.blocks)") }

@@ -249,6 +249,53 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
         #expect(refused?.message.contains("prefix_fraction") == true)
     }
 
+    @Test func theDiffuRecCodeOptionsChangeOnlyWhatTheySay() throws {
+        let items = (0..<200).map { "i\($0)" }
+        var xavier = diffuConfig(.diffurec)
+        xavier.seed = 3
+        var normal = xavier
+        normal.itemInitStd = 1
+        let a = DiffuRec(config: xavier, items: items), b = DiffuRec(config: normal, items: items)
+        func std(_ m: DiffuRec) -> Double {
+            let v = m.store["item_embedding"].values
+            return (v.reduce(0.0) { $0 + Double($1 * $1) } / Double(v.count)).squareRoot()
+        }
+        // 3,200 draws: the sample std is within ~3% of the true one.
+        #expect(abs(std(a) - Double((2 / Float(200 + 16)).squareRoot())) < 0.01, "Xavier std \(std(a))")
+        #expect(abs(std(b) - 1) < 0.06, "N(0, 1) std \(std(b))")
+        for entry in a.store.entries where entry.name != "item_embedding" {
+            #expect(a.store[entry.name].values == b.store[entry.name].values, "\(entry.name) changed")
+        }
+
+        // Block-output dropout acts in training only: same weights, same inference scores; a
+        // training forward differs.
+        var dropped = xavier
+        dropped.blockOutputDropout = 0.5
+        let c = DiffuRec(config: dropped, items: items)
+        c.store.values.update(from: a.store.values, count: a.store.count)
+        let histories: [[Int32]] = [[1, 2, 3], [7, 9]]
+        #expect(scores(a, histories, seeds: [1], steps: 2) == scores(c, histories, seeds: [1], steps: 2))
+        func trainingForward(_ m: DiffuRec) -> [Float] {
+            let tape = Tape(recording: false, training: true, seed: 4)
+            let layout = SequenceLayout(lengths: [3, 2])
+            let e = m.embedSequence(tape, ids: [1, 2, 3, 7, 9])
+            let xt = Tensor(zeros: [2, 16]), lambda = Tensor(zeros: [5, 16])
+            return m.approximate(tape, sequence: e, queries: nil, layout: layout, xt: xt, steps: [3, 9], lambda: lambda).values
+        }
+        #expect(trainingForward(a) != trainingForward(c))
+
+        // Both are part of a checkpoint's identity, and absent from it at their defaults.
+        #expect(xavier.hyperParameters["item_init_std"] == nil && xavier.hyperParameters["block_output_dropout"] == nil)
+        #expect(normal.hyperParameters["item_init_std"] == "1.0" && dropped.hyperParameters["block_output_dropout"] == "0.5")
+        let dir = try TemporaryDirectory()
+        let split = EncodedSplit(cyclicSessions(users: 30, items: 20, length: 6, seed: 4))
+        var small = xavier
+        small.epochs = 1; small.blockOutputDropout = 0.1
+        try DiffuRecTrainer(model: DiffuRec(config: small, items: split.items)).fit(split, checkpoint: dir.path("d.ckpt"))
+        let refused = modelError { try DiffuRecTrainer(model: DiffuRec(config: xavier, items: split.items)).resume(from: dir.path("d.ckpt")) }
+        #expect(refused?.message.contains("block_output_dropout") == true)
+    }
+
     @Test func snapshotRoundTripGivesTheSameScoresAndRefusesCorruption() throws {
         let dir = try TemporaryDirectory()
         let split = EncodedSplit(cyclicSessions(users: 50, items: 20, length: 8, seed: 2))
