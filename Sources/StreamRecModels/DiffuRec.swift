@@ -43,6 +43,13 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
         case offsetNoise = "diffurecsys-v2"
     }
 
+    /// Which side of V1/V2's cross-attention asks: `session` (ours: the items query the noised
+    /// target) or `noise` (the authors' public code: the noised target queries the items).
+    public enum CrossQuery: String, Sendable, Codable, CaseIterable {
+        case session
+        case noise
+    }
+
     public enum Schedule: String, Sendable, Codable, CaseIterable {
         /// DiffuRec's: linear from 1000/T * 1e-4 + 0.01 to 1000/T * 0.02 + 0.01.
         case truncatedLinear = "trunc_lin"
@@ -101,6 +108,8 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
     /// Item-table initialisation: 0 = Xavier-normal (section 6.2); > 0 = N(0, itemInitStd^2),
     /// e.g. 1, the PyTorch embedding default DiffuRec's public code trains with.
     public var itemInitStd: Float = 0
+    /// V1/V2 only: which side of the cross-attention supplies the queries.
+    public var crossQuery: CrossQuery = .session
     public var seed: UInt64 = 42
 
     public init() {}
@@ -120,6 +129,7 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
             .merging(prefixFraction < 1 ? ["prefix_fraction": "\(prefixFraction)"] : [:]) { a, _ in a }
             .merging(itemInitStd > 0 ? ["item_init_std": "\(itemInitStd)"] : [:]) { a, _ in a }
             .merging(blockOutputDropout > 0 ? ["block_output_dropout": "\(blockOutputDropout)"] : [:]) { a, _ in a }
+            .merging(crossQuery != .session ? ["cross_query": crossQuery.rawValue] : [:]) { a, _ in a }
     }
 
     init(hyperParameters p: [String: String], path: String) throws {
@@ -150,6 +160,10 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
         }
         dropout = Float(p["dropout"] ?? "") ?? 0
         embeddingDropout = Float(p["embedding_dropout"] ?? "") ?? 0
+        guard let query = CrossQuery(rawValue: p["cross_query"] ?? CrossQuery.session.rawValue) else {
+            throw ModelError(.badSnapshot, "snapshot \(path): unknown cross_query '\(p["cross_query"] ?? "")' (session or noise); retrain the model")
+        }
+        crossQuery = query
     }
 }
 
@@ -259,9 +273,14 @@ public final class DiffuRec: @unchecked Sendable {
         return tape.layerNorm(e, p("embed_ln.gamma"), p("embed_ln.beta"))
     }
 
-    /// Cross-attention queries e Wq + bq [N, d] (V1/V2; nil for the baseline): also x_t-free.
+    /// The x_t-free side of V1/V2's cross-attention (nil for the baseline): the queries
+    /// e Wq + bq [N, d], or with `crossQuery == .noise` the keys|values e Wkv + bkv [N, 2d].
     public func crossQueries(_ tape: Tape, _ e: Tensor) -> Tensor? {
-        config.variant == .diffurec ? nil : tape.linear(e, p("cross.q.weight"), p("cross.q.bias"))
+        switch (config.variant, config.crossQuery) {
+        case (.diffurec, _): return nil
+        case (_, .session): return tape.linear(e, p("cross.q.weight"), p("cross.q.bias"))
+        case (_, .noise): return tape.linear(e, p("cross.kv.weight"), p("cross.kv.bias"))
+        }
     }
 
     /// sinusoid(t * 1000 / T) [d]: cos of the first d/2 frequencies, then sin (DDPM's).
@@ -313,8 +332,14 @@ public final class DiffuRec: @unchecked Sendable {
         let conditioned = tape.mul(tape.broadcastRows(tape.add(xt, stepEmbedding(tape, steps: steps)), layout: layout), lambda)
         let z: Tensor
         if let queries {
-            let kv = tape.linear(conditioned, p("cross.kv.weight"), p("cross.kv.bias"))
-            let attended = tape.crossAttention(queries, kv, qLayout: layout, kvLayout: layout, heads: c.heads)
+            let attended: Tensor
+            if c.crossQuery == .session {
+                let kv = tape.linear(conditioned, p("cross.kv.weight"), p("cross.kv.bias"))
+                attended = tape.crossAttention(queries, kv, qLayout: layout, kvLayout: layout, heads: c.heads)
+            } else {
+                let q = tape.linear(conditioned, p("cross.q.weight"), p("cross.q.bias"))
+                attended = tape.crossAttention(q, queries, qLayout: layout, kvLayout: layout, heads: c.heads)
+            }
             z = tape.add(e, tape.linear(attended, p("cross.out.weight"), p("cross.out.bias")))
         } else {
             z = tape.add(e, conditioned)

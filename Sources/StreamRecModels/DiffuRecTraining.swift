@@ -127,6 +127,7 @@ public final class DiffuRecTrainer {
                                    adjustable: ["epochs", "sample_steps", "seeds", "inference_seed"],
                                    defaults: ["prefix_fraction": "\(DiffuRecConfig().prefixFraction)",
                                               "item_init_std": "\(DiffuRecConfig().itemInitStd)",
-                                              "block_output_dropout": "\(DiffuRecConfig().blockOutputDropout)"], items: model.items)
+                                              "block_output_dropout": "\(DiffuRecConfig().blockOutputDropout)",
+                                              "cross_query": DiffuRecConfig().crossQuery.rawValue], items: model.items)
     }
 }

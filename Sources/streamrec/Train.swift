@@ -42,6 +42,7 @@ struct Train: ParsableCommand {
     @Option(help: "Multiply the learning rate by --decay-gamma every this many epochs (diffusion).") var decayEvery: Int = 30
     @Option(help: "Learning-rate decay factor (diffusion).") var decayGamma: Float = 0.1
     @Option(help: "Gradient-norm clip, 0 = off.") var clipNorm: Float = 0
+    @Option(help: "diffurecsys-v1/v2: which side of the cross-attention queries: session (ours) or noise (the authors' code).") var crossQuery = "session"
     @Option(help: "Diffusion models: dropout on the residual stream after each block (0, the paper's; DiffuRec's code uses its dropout, 0.1).") var blockOutputDropout: Float = 0
     @Option(help: "Diffusion models: item-table init, 0 = Xavier-normal (the paper's); > 0 = N(0, std^2) (1 = DiffuRec's public code).") var itemInitStd: Float = 0
     @Option(help: "sasrec initialisation: 0 = Xavier-normal per matrix; > 0 = N(0, std^2) for every matrix and embedding (e.g. 0.02).") var initStd: Float = 0
@@ -175,6 +176,10 @@ extension Train {
         config.batchSize = batchSize ?? 1024; config.epochs = epochs ?? 41; config.evalEvery = evalEvery; config.patience = patience
         config.clipNorm = clipNorm; config.seed = seed; config.prefixFraction = prefixFraction
         config.itemInitStd = itemInitStd; config.blockOutputDropout = blockOutputDropout
+        guard let query = DiffuRecConfig.CrossQuery(rawValue: crossQuery) else {
+            throw ValidationError("unknown --cross-query '\(crossQuery)'; use session (the items ask) or noise (the noised target asks, as the authors' code)")
+        }
+        config.crossQuery = query
         guard (0..<1).contains(blockOutputDropout) else { throw ValidationError("--block-output-dropout must be in [0, 1), got \(blockOutputDropout)") }
         guard itemInitStd >= 0 else { throw ValidationError("--item-init-std must be >= 0 (0 = Xavier), got \(itemInitStd)") }
         guard prefixFraction > 0, prefixFraction <= 1 else { throw ValidationError("--prefix-fraction must be in (0, 1], got \(prefixFraction)") }

@@ -296,6 +296,25 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
         #expect(refused?.message.contains("block_output_dropout") == true)
     }
 
+    @Test func theNoiseQueryOrientationIsAnotherFunctionThatSurvivesASnapshot() throws {
+        // The authors' code lets the noised target ask and the items answer. Same weights, other
+        // function; the snapshot keeps the orientation (it changes inference).
+        let session = randomDiffuRec(.crossAttention, lambdaMean: 0.5)
+        var c = session.config
+        c.crossQuery = .noise
+        let noise = DiffuRec(config: c, items: session.items)
+        noise.store.values.update(from: session.store.values, count: session.store.count)
+        let histories: [[Int32]] = [[1, 2, 3, 4], [7, 9]]
+        let a = scores(session, histories, seeds: [1], steps: 2), b = scores(noise, histories, seeds: [1], steps: 2)
+        #expect(zip(a, b).contains { abs($0 - $1) > 1e-3 })
+        let dir = try TemporaryDirectory()
+        try noise.save(to: dir.path("n.snap"))
+        let loaded = try DiffuRec.load(path: dir.path("n.snap"))
+        #expect(loaded.config.crossQuery == .noise)
+        #expect(scores(loaded, histories, seeds: [1], steps: 2) == b)
+        #expect(session.config.hyperParameters["cross_query"] == nil && c.hyperParameters["cross_query"] == "noise")
+    }
+
     @Test func snapshotRoundTripGivesTheSameScoresAndRefusesCorruption() throws {
         let dir = try TemporaryDirectory()
         let split = EncodedSplit(cyclicSessions(users: 50, items: 20, length: 8, seed: 2))
