@@ -29,7 +29,7 @@
 // strided subsequence of T-1..0), x0_hat = f(x, t_j), x <- posterior mean q(x_s | x_t, x0_hat) +
 // sqrt(beta_tilde) eps between consecutive kept steps t -> s; at the last kept step x = x0_hat.
 // Scores = log of the seed-averaged softmax of x E^T (S seeded runs). Everything that does not
-// depend on x (e, and the cross-attention queries) is computed once per batch.
+// depend on x (e, and the x_t-free side of the cross-attention) is computed once per batch.
 import Foundation
 import StreamRecNumerics
 
@@ -125,12 +125,17 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
          "sample_steps": "\(sampleSteps)", "seeds": "\(seeds)", "inference_seed": "\(inferenceSeed)",
          "learning_rate": "\(learningRate)", "weight_decay": "\(weightDecay)", "decay_every": "\(decayEvery)",
          "decay_gamma": "\(decayGamma)", "batch_size": "\(batchSize)", "epochs": "\(epochs)", "seed": "\(seed)"]
-            // Only when set, so checkpoints written before the option existed still resume.
-            .merging(prefixFraction < 1 ? ["prefix_fraction": "\(prefixFraction)"] : [:]) { a, _ in a }
-            .merging(itemInitStd > 0 ? ["item_init_std": "\(itemInitStd)"] : [:]) { a, _ in a }
-            .merging(blockOutputDropout > 0 ? ["block_output_dropout": "\(blockOutputDropout)"] : [:]) { a, _ in a }
-            .merging(crossQuery != .session ? ["cross_query": crossQuery.rawValue] : [:]) { a, _ in a }
+            // Only when changed, so checkpoints written before the option existed still resume.
+            .merging(laterSettings.filter { Self.laterDefaults[$0.key] != $0.value }) { a, _ in a }
     }
+
+    /// Settings added after the first snapshots were written. A snapshot holds one only when it
+    /// differs from its default; a resume fills an absent one with its default before comparing.
+    var laterSettings: [String: String] {
+        ["prefix_fraction": "\(prefixFraction)", "item_init_std": "\(itemInitStd)",
+         "block_output_dropout": "\(blockOutputDropout)", "cross_query": crossQuery.rawValue]
+    }
+    static let laterDefaults = DiffuRecConfig().laterSettings
 
     init(hyperParameters p: [String: String], path: String) throws {
         func int(_ key: String) throws -> Int {
@@ -258,6 +263,7 @@ public final class DiffuRec: @unchecked Sendable {
         schedule = DiffusionSchedule(config.schedule, steps: config.steps)
         TransformerParameters.initialize(store, seed: config.seed)
         if config.itemInitStd > 0 {
+            // Its own generator, so every other tensor is the same as without the option.
             var rng = RandomSource(seed: config.seed ^ 0x1_7E3)
             store.initialize("item_embedding", normalStd: config.itemInitStd, rng: &rng)
         }
@@ -275,7 +281,7 @@ public final class DiffuRec: @unchecked Sendable {
 
     /// The x_t-free side of V1/V2's cross-attention (nil for the baseline): the queries
     /// e Wq + bq [N, d], or with `crossQuery == .noise` the keys|values e Wkv + bkv [N, 2d].
-    public func crossQueries(_ tape: Tape, _ e: Tensor) -> Tensor? {
+    public func crossAttentionSide(_ tape: Tape, _ e: Tensor) -> Tensor? {
         switch (config.variant, config.crossQuery) {
         case (.diffurec, _): return nil
         case (_, .session): return tape.linear(e, p("cross.q.weight"), p("cross.q.bias"))
@@ -314,11 +320,11 @@ public final class DiffuRec: @unchecked Sendable {
         return out
     }
 
-    /// x0_hat [B, d] = f_theta(e, x_t, t). e (and queries) from embedSequence / crossQueries;
+    /// x0_hat [B, d] = f_theta(e, x_t, t). e (and cross) from embedSequence / crossAttentionSide;
     /// xt [B, d]; steps[b] the step of sequence b; lambda [N, d].
-    public func approximate(_ tape: Tape, sequence e: Tensor, queries: Tensor?, layout: SequenceLayout, xt: Tensor,
+    public func approximate(_ tape: Tape, sequence e: Tensor, cross: Tensor?, layout: SequenceLayout, xt: Tensor,
                             steps: [Int], lambda: Tensor) -> Tensor {
-        var z = approximatorInput(tape, sequence: e, queries: queries, layout: layout, xt: xt, steps: steps, lambda: lambda)
+        var z = approximatorInput(tape, sequence: e, cross: cross, layout: layout, xt: xt, steps: steps, lambda: lambda)
         let rd = config.blockOutputDropout
         for b in 0..<config.blocks - 1 { z = tape.dropout(block(tape, z, b, layout: layout), rd) }
         let last = tape.dropout(finalBlock(tape, z, config.blocks - 1, layout: layout), rd)
@@ -326,19 +332,19 @@ public final class DiffuRec: @unchecked Sendable {
     }
 
     /// z [N, d], the blocks' input: the sequence conditioned on x_t and t (eq. 15, or eq. 16 for V1/V2).
-    func approximatorInput(_ tape: Tape, sequence e: Tensor, queries: Tensor?, layout: SequenceLayout, xt: Tensor,
+    func approximatorInput(_ tape: Tape, sequence e: Tensor, cross: Tensor?, layout: SequenceLayout, xt: Tensor,
                            steps: [Int], lambda: Tensor) -> Tensor {
         let c = config
         let conditioned = tape.mul(tape.broadcastRows(tape.add(xt, stepEmbedding(tape, steps: steps)), layout: layout), lambda)
         let z: Tensor
-        if let queries {
+        if let cross {
             let attended: Tensor
             if c.crossQuery == .session {
                 let kv = tape.linear(conditioned, p("cross.kv.weight"), p("cross.kv.bias"))
-                attended = tape.crossAttention(queries, kv, qLayout: layout, kvLayout: layout, heads: c.heads)
+                attended = tape.crossAttention(cross, kv, qLayout: layout, kvLayout: layout, heads: c.heads)
             } else {
                 let q = tape.linear(conditioned, p("cross.q.weight"), p("cross.q.bias"))
-                attended = tape.crossAttention(q, queries, qLayout: layout, kvLayout: layout, heads: c.heads)
+                attended = tape.crossAttention(q, cross, qLayout: layout, kvLayout: layout, heads: c.heads)
             }
             z = tape.add(e, tape.linear(attended, p("cross.out.weight"), p("cross.out.bias")))
         } else {
@@ -406,12 +412,12 @@ public final class DiffuRec: @unchecked Sendable {
         var rngs = zip(windows, seeds).map { Self.sequenceGenerator(seed: $1, window: $0) }
         let tape = Tape(recording: false, training: false)
         let e = embedSequence(tape, ids: windows.flatMap { $0 })
-        let queries = crossQueries(tape, e)
+        let cross = crossAttentionSide(tape, e)
         var x = [Float](repeating: 0, count: b * d)
         for s in 0..<b { for j in 0..<d { x[s * d + j] = rngs[s].normal() } }
         let plan = schedule.samplingPlan(sampleSteps)
         for (j, t) in plan.enumerated() {
-            let x0 = approximate(tape, sequence: e, queries: queries, layout: layout, xt: Tensor(x, shape: [b, d]),
+            let x0 = approximate(tape, sequence: e, cross: cross, layout: layout, xt: Tensor(x, shape: [b, d]),
                                  steps: [Int](repeating: t, count: b), lambda: lambda(layout, rngs: &rngs))
             let next = j + 1 < plan.count ? plan[j + 1] : -1
             if next < 0 { x = x0.values; break }
@@ -422,7 +428,7 @@ public final class DiffuRec: @unchecked Sendable {
             }
             withExtendedLifetime(x0) {}
         }
-        withExtendedLifetime((e, queries)) {}
+        withExtendedLifetime((e, cross)) {}
         return x
     }
 

@@ -57,7 +57,7 @@ public final class DiffuRecTrainer {
         let layout = SequenceLayout(lengths: lengths)
         let tape = Tape(recording: true, training: true, seed: loop.rng.next())
         let e = model.embedSequence(tape, ids: ids)
-        let queries = model.crossQueries(tape, e)
+        let cross = model.crossAttentionSide(tape, e)
         let steps = (0..<b).map { _ in loop.rng.below(c.steps) }
         // x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (eq. 20), x0 = E[target] (gradient flows).
         let x0 = tape.gather(model.store["item_embedding"], kept)
@@ -72,7 +72,7 @@ public final class DiffuRecTrainer {
         // lambda for the whole batch from the trainer's stream (one "sequence" of N rows).
         var lambdaStream = [RandomSource(seed: loop.rng.next())]
         let lambda = model.lambda(SequenceLayout(lengths: [layout.total]), rngs: &lambdaStream)
-        let x0Hat = model.approximate(tape, sequence: e, queries: queries, layout: layout, xt: xt, steps: steps, lambda: lambda)
+        let x0Hat = model.approximate(tape, sequence: e, cross: cross, layout: layout, xt: xt, steps: steps, lambda: lambda)
         let loss = tape.softmaxCrossEntropy(x0Hat, table: model.store["item_embedding"], targets: kept)
         tape.backward(loss)
         if c.clipNorm > 0 { model.store.clipGradNorm(c.clipNorm) }
@@ -125,9 +125,6 @@ public final class DiffuRecTrainer {
     public func resume(from path: String) throws {
         try loop.restoreCheckpoint(from: path, kind: Self.checkpointKind, modelName: "DiffuRec", hyperParameters: config.hyperParameters,
                                    adjustable: ["epochs", "sample_steps", "seeds", "inference_seed"],
-                                   defaults: ["prefix_fraction": "\(DiffuRecConfig().prefixFraction)",
-                                              "item_init_std": "\(DiffuRecConfig().itemInitStd)",
-                                              "block_output_dropout": "\(DiffuRecConfig().blockOutputDropout)",
-                                              "cross_query": DiffuRecConfig().crossQuery.rawValue], items: model.items)
+                                   defaults: DiffuRecConfig.laterDefaults, items: model.items)
     }
 }

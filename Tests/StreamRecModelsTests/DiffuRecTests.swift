@@ -115,7 +115,7 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
             let tape = Tape(recording: false, training: false)
             let lambda = Tensor((0..<(window.count * d)).map { _ in c.lambdaMean + c.lambdaStd * rng.normal() }, shape: [window.count, d])
             let e = model.embedSequence(tape, ids: window)
-            let x0 = model.approximate(tape, sequence: e, queries: model.crossQueries(tape, e), layout: layout,
+            let x0 = model.approximate(tape, sequence: e, cross: model.crossAttentionSide(tape, e), layout: layout,
                                        xt: Tensor(x, shape: [1, d]), steps: [t], lambda: lambda).values
             if t == 0 { return x0 }
             let beta = s.betas[t], abar = s.alphaBars[t], abarPrev = s.alphaBars[t - 1]
@@ -152,11 +152,11 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
         let layout = SequenceLayout(lengths: [4, 1, 6])
         let ids: [Int32] = [1, 2, 3, 4, 7, 9, 8, 7, 6, 5, 4]
         let tape = Tape(recording: false, training: false)
-        let e = model.embedSequence(tape, ids: ids), q = model.crossQueries(tape, e)
+        let e = model.embedSequence(tape, ids: ids), q = model.crossAttentionSide(tape, e)
         let xt = Tensor((0..<(3 * 16)).map { _ in rng.normal() }, shape: [3, 16])
         let lambda = Tensor((0..<(layout.total * 16)).map { _ in 0.5 + 0.5 * rng.normal() }, shape: [layout.total, 16])
-        let fast = model.approximate(tape, sequence: e, queries: q, layout: layout, xt: xt, steps: [31, 7, 0], lambda: lambda).values
-        var z = model.approximatorInput(tape, sequence: e, queries: q, layout: layout, xt: xt, steps: [31, 7, 0], lambda: lambda)
+        let fast = model.approximate(tape, sequence: e, cross: q, layout: layout, xt: xt, steps: [31, 7, 0], lambda: lambda).values
+        var z = model.approximatorInput(tape, sequence: e, cross: q, layout: layout, xt: xt, steps: [31, 7, 0], lambda: lambda)
         for b in 0..<c.blocks { z = model.block(tape, z, b, layout: layout) }
         let reference = tape.layerNorm(tape.gather(z, layout.lastRows), model.store["final_ln.gamma"], model.store["final_ln.beta"]).values
         #expect(zip(fast, reference).allSatisfy { abs($0 - $1) < 1e-5 })
@@ -280,7 +280,7 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
             let layout = SequenceLayout(lengths: [3, 2])
             let e = m.embedSequence(tape, ids: [1, 2, 3, 7, 9])
             let xt = Tensor(zeros: [2, 16]), lambda = Tensor(zeros: [5, 16])
-            return m.approximate(tape, sequence: e, queries: nil, layout: layout, xt: xt, steps: [3, 9], lambda: lambda).values
+            return m.approximate(tape, sequence: e, cross: nil, layout: layout, xt: xt, steps: [3, 9], lambda: lambda).values
         }
         #expect(trainingForward(a) != trainingForward(c))
 
