@@ -152,11 +152,11 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
         let layout = SequenceLayout(lengths: [4, 1, 6])
         let ids: [Int32] = [1, 2, 3, 4, 7, 9, 8, 7, 6, 5, 4]
         let tape = Tape(recording: false, training: false)
-        let e = model.embedSequence(tape, ids: ids), q = model.crossAttentionSide(tape, e)
+        let e = model.embedSequence(tape, ids: ids), cross = model.crossAttentionSide(tape, e)
         let xt = Tensor((0..<(3 * 16)).map { _ in rng.normal() }, shape: [3, 16])
         let lambda = Tensor((0..<(layout.total * 16)).map { _ in 0.5 + 0.5 * rng.normal() }, shape: [layout.total, 16])
-        let fast = model.approximate(tape, sequence: e, cross: q, layout: layout, xt: xt, steps: [31, 7, 0], lambda: lambda).values
-        var z = model.approximatorInput(tape, sequence: e, cross: q, layout: layout, xt: xt, steps: [31, 7, 0], lambda: lambda)
+        let fast = model.approximate(tape, sequence: e, cross: cross, layout: layout, xt: xt, steps: [31, 7, 0], lambda: lambda).values
+        var z = model.approximatorInput(tape, sequence: e, cross: cross, layout: layout, xt: xt, steps: [31, 7, 0], lambda: lambda)
         for b in 0..<c.blocks { z = model.block(tape, z, b, layout: layout) }
         let reference = tape.layerNorm(tape.gather(z, layout.lastRows), model.store["final_ln.gamma"], model.store["final_ln.beta"]).values
         #expect(zip(fast, reference).allSatisfy { abs($0 - $1) < 1e-5 })
