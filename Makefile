@@ -1,4 +1,5 @@
 # StreamRec. The two commands a new user needs: `make demo` and `make test`.
+SHELL        := /bin/bash
 SWIFT        ?= swift
 CONFIG_DEBUG := .build/debug/streamrec
 RELEASE_BIN  := .build/release/streamrec
@@ -11,7 +12,7 @@ BENCH_DIR    := var/bench
 BENCH_KERNELS ?= auto
 BENCH_BLAS   := $(if $(filter auto,$(BENCH_KERNELS)),env -u OPENBLAS_CORETYPE,env OPENBLAS_CORETYPE=$(BENCH_KERNELS))
 
-.PHONY: setup setup-system setup-python setup-models setup-peer build release test test-unit test-realbroker demo bench bench-minilm clean broker-start broker-stop
+.PHONY: setup setup-system setup-python setup-models setup-peer build release test test-unit test-kernels test-realbroker demo bench bench-minilm clean broker-start broker-stop
 
 ## setup: Debian packages (librdkafka, LevelDB, OpenBLAS, kcat), the Python test venv and the
 ## text encoder's model files (models/all-MiniLM-L6-v2, git-ignored).
@@ -34,11 +35,25 @@ build: setup-system
 release: setup-system
 	$(SWIFT) build -c release --product streamrec
 
-## test: unit + mock-cluster tests (swift test), then the real-broker suite (tansu).
+## test: unit + mock-cluster tests (swift test), the numeric tests under every OpenBLAS core the
+## CPU supports, then the real-broker suite (tansu).
 test: setup
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	$(MAKE) --no-print-directory test-kernels
 	$(MAKE) --no-print-directory test-realbroker
+
+## test-kernels: gradient checks, native-vs-scalar kernels, incremental-vs-full parity and MiniLM
+## golden parity, once per OpenBLAS core this CPU supports (`streamrec doctor --cores`), each core
+## set for that run alone; the environment of the other runs is left as found.
+NUMERIC_SUITES := GradientCheckTests|KernelTests|NativeKernelTests|BLASSelfCheckTests|SASRecIncrementalTests|DiffuRecSamplerTests|GoldenParityTests|SentenceEncoderTests
+test-kernels: setup-system
+	@test -x $(CONFIG_DEBUG) || $(SWIFT) build --build-tests
+	@for core in $$($(CONFIG_DEBUG) doctor --cores); do \
+	  echo "== numeric tests under OpenBLAS $$core"; \
+	  OPENBLAS_CORETYPE=$$core $(SWIFT) test --skip-build --filter '$(NUMERIC_SUITES)' 2>&1 | grep -E "Test run with|Executed [0-9]+ tests|✘|error:" ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
 
 test-unit: setup-system
 	$(SWIFT) test

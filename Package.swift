@@ -26,6 +26,11 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
+        // Our own C: cpuid, and the elementwise kernels built per x86 ISA level (AVX-512, AVX2,
+        // baseline), dispatched at run time. -O3 in every configuration (the tests run them too);
+        // no errno from sqrtf, so its loops vectorise.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]),
+
         // Small data structures shared by the storage and model layers.
         .target(name: "StreamRecCollections"),
         // Kafka client: consumer group member, producer, admin, in-process mock cluster.
@@ -33,7 +38,7 @@ let package = Package(
         // LevelDB: key-value store, per-user sessions, item vocabulary, partition offsets.
         .target(name: "StreamRecStorage", dependencies: ["CLevelDB", "StreamRecCollections"]),
         // The numeric core: tensors, a reverse-mode tape, fused kernels, optimizers. OpenBLAS only.
-        .target(name: "StreamRecNumerics", dependencies: ["COpenBLAS"]),
+        .target(name: "StreamRecNumerics", dependencies: ["COpenBLAS", "CKernels"]),
         // Recommenders, datasets and offline evaluation. No Kafka, no LevelDB.
         .target(name: "StreamRecModels", dependencies: ["COpenBLAS", "StreamRecNumerics", "StreamRecCollections"]),
         // Text: BERT WordPiece tokenizer, safetensors reader, native MiniLM sentence encoder.

@@ -48,3 +48,34 @@ public enum BLAS {
     /// half the sgemm throughput on AVX-512 cores). Benchmarks print it beside their figures.
     public static var kernelCore: String { String(cString: openblas_get_corename()) }
 }
+
+extension BLAS {
+    /// The library's build line, e.g. "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY SkylakeX MAX_THREADS=64".
+    public static var libraryConfig: String { String(cString: openblas_get_config()) }
+    /// OpenBLAS's own thread count (1: our workers use the cores, see Parallel.swift).
+    public static var libraryThreads: Int { Int(openblas_get_num_threads()) }
+}
+
+import Foundation
+
+extension BLAS {
+    /// The OpenBLAS file this process mapped (which variant: pthread, openmp), from /proc/self/maps.
+    public static var libraryPath: String {
+        // /proc files report size 0, so read to the end rather than by size.
+        guard let handle = FileHandle(forReadingAtPath: "/proc/self/maps") else { return "unknown" }
+        defer { try? handle.close() }
+        let maps = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+        for line in maps.split(separator: "\n") {
+            guard let slash = line.firstIndex(of: "/") else { continue }
+            let path = line[slash...]
+            if path.contains("libopenblas") || path.contains("libblas") { return String(path) }
+        }
+        return "unknown"
+    }
+
+    /// The library's identity for cached kernel verdicts: its build line with the running core
+    /// blanked out, and its file.
+    public static var libraryIdentity: String {
+        "\(libraryConfig.replacingOccurrences(of: " \(kernelCore) ", with: " * ")) (\(libraryPath))"
+    }
+}

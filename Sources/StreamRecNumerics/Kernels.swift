@@ -5,6 +5,9 @@
 import Foundation
 
 public enum Kernels {
+    /// The native build for this CPU (Native.swift); ScalarKernels holds the references.
+    static let native = KernelSet.best
+
     // MARK: - exp
 
     /// In place: x[i] = exp(x[i] - shift); returns the sum. Cody-Waite range reduction and a
@@ -13,8 +16,7 @@ public enum Kernels {
     /// do not compile to vector instructions); a softmax over 100k logits is not bound by libm.
     @inline(__always)
     public static func expShiftSum(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
-        for i in 0..<n { x[i] = exp(x[i] - shift) }
-        return sum(x, n)
+        native.expShiftSum(x, n, shift: shift)
     }
 
     /// e^raw, vectorisable (see expShiftSum); 0 below e^-87.3, saturating above e^88.3.
@@ -61,15 +63,12 @@ public enum Kernels {
 
     /// out[i] = GELU(x[i]) = x Phi(x), the exact (erf) form as BERT and PyTorch's default.
     public static func geluForward(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
-        for i in 0..<n { out[i] = x[i] * normalCDFAndPDF(x[i]).cdf }
+        native.geluForward(x, out, n)
     }
 
     /// dx[i] += dout[i] GELU'(x[i]), GELU' = Phi(x) + x phi(x).
     public static func geluBackward(_ x: UnsafePointer<Float>, _ dout: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ n: Int) {
-        for i in 0..<n {
-            let (cdf, pdf) = normalCDFAndPDF(x[i])
-            dx[i] += dout[i] * (cdf + x[i] * pdf)
-        }
+        native.geluBackward(x, dout, dx, n)
     }
 
     /// Sum with 8 independent accumulators (vectorises without fast-math reassociation).
@@ -103,29 +102,11 @@ public enum Kernels {
     }
 
     @inline(__always)
-    public static func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-        var m0: Float = -.infinity, m1: Float = -.infinity, m2: Float = -.infinity, m3: Float = -.infinity
-        var i = 0
-        while i + 4 <= n {
-            m0 = x[i] > m0 ? x[i] : m0
-            m1 = x[i + 1] > m1 ? x[i + 1] : m1
-            m2 = x[i + 2] > m2 ? x[i + 2] : m2
-            m3 = x[i + 3] > m3 ? x[i + 3] : m3
-            i += 4
-        }
-        var m = Swift.max(Swift.max(m0, m1), Swift.max(m2, m3))
-        while i < n { m = Swift.max(m, x[i]); i += 1 }
-        return m
-    }
+    public static func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float { native.maximum(x, n) }
 
     /// Row softmax in place; -infinity entries (masks) become 0.
     @inline(__always)
-    public static func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
-        let m = maximum(x, n)
-        guard m > -.infinity else { x.update(repeating: 0, count: n); return }
-        let inv = 1 / expShiftSum(x, n, shift: m)
-        for i in 0..<n { x[i] *= inv }
-    }
+    public static func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) { native.softmaxRow(x, n) }
 
     // MARK: - layer norm
 
@@ -133,41 +114,15 @@ public enum Kernels {
     public static func layerNormForward(_ x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
                                         out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>?,
                                         rstd: UnsafeMutablePointer<Float>?, rows: Int, dim: Int, eps: Float) {
-        for r in 0..<rows {
-            let xr = x + r * dim, or = out + r * dim
-            let m = sum(xr, dim) / Float(dim)
-            let s = 1 / (squaredDeviations(xr, from: m, dim) / Float(dim) + eps).squareRoot()
-            for i in 0..<dim { or[i] = (xr[i] - m) * s * gamma[i] + beta[i] }
-            mean?[r] = m
-            rstd?[r] = s
-        }
+        native.layerNormForward(x, gamma: gamma, beta: beta, out: out, mean: mean, rstd: rstd, rows: rows, dim: dim, eps: eps)
     }
 
     public static func layerNormBackward(dout: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
                                          rstd: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
                                          dx: UnsafeMutablePointer<Float>?, dgamma: UnsafeMutablePointer<Float>?,
                                          dbeta: UnsafeMutablePointer<Float>?, rows: Int, dim: Int) {
-        for r in 0..<rows {
-            let xr = x + r * dim, dr = dout + r * dim
-            let m = mean[r], s = rstd[r]
-            // dnorm = dout * gamma; dx = s * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat))
-            var sumD: Float = 0, sumDX: Float = 0
-            for i in 0..<dim {
-                let xhat = (xr[i] - m) * s
-                let dn = dr[i] * gamma[i]
-                sumD += dn
-                sumDX += dn * xhat
-                dgamma?[i] += dr[i] * xhat
-                dbeta?[i] += dr[i]
-            }
-            guard let dx else { continue }
-            let meanD = sumD / Float(dim), meanDX = sumDX / Float(dim)
-            let dxr = dx + r * dim
-            for i in 0..<dim {
-                let xhat = (xr[i] - m) * s
-                dxr[i] += s * (dr[i] * gamma[i] - meanD - xhat * meanDX)
-            }
-        }
+        native.layerNormBackward(dout: dout, x: x, mean: mean, rstd: rstd, gamma: gamma, dx: dx, dgamma: dgamma, dbeta: dbeta,
+                                 rows: rows, dim: dim)
     }
 
     // MARK: - activations
@@ -235,5 +190,108 @@ public enum Kernels {
         // dQ += dS K, dK += dS^T Q
         if let dq { BLAS.gemm(m: lq, n: dh, k: lk, a: ds, lda: lk, b: k, ldb: ldk, beta: 1, c: dq, ldc: lddq) }
         if let dk { BLAS.gemm(transA: true, m: lk, n: dh, k: lq, a: ds, lda: lk, b: q, ldb: ldq, beta: 1, c: dk, ldc: lddk) }
+    }
+}
+
+/// The scalar references every native kernel is tested against (Tests/StreamRecNumericsTests),
+/// written as the formulas read. Not on any hot path.
+public enum ScalarKernels {
+    public static func expShiftSum(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
+        var total: Float = 0
+        for i in 0..<n { x[i] = Kernels.exp(x[i] - shift); total += x[i] }
+        return total
+    }
+
+    public static func geluForward(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+        for i in 0..<n { out[i] = x[i] * Kernels.normalCDFAndPDF(x[i]).cdf }
+    }
+
+    public static func geluBackward(_ x: UnsafePointer<Float>, _ dout: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, _ n: Int) {
+        for i in 0..<n {
+            let (cdf, pdf) = Kernels.normalCDFAndPDF(x[i])
+            dx[i] += dout[i] * (cdf + x[i] * pdf)
+        }
+    }
+
+    public static func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        var m = -Float.infinity
+        for i in 0..<n { m = Swift.max(m, x[i]) }
+        return m
+    }
+
+    public static func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+        let m = maximum(x, n)
+        guard m > -.infinity else { x.update(repeating: 0, count: n); return }
+        let inv = 1 / expShiftSum(x, n, shift: m)
+        for i in 0..<n { x[i] *= inv }
+    }
+
+    /// out = (x - mean) / sqrt(var + eps) * gamma + beta per row; saves mean and 1/std per row.
+    public static func layerNormForward(_ x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+                                        out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>?,
+                                        rstd: UnsafeMutablePointer<Float>?, rows: Int, dim: Int, eps: Float) {
+        for r in 0..<rows {
+            let xr = x + r * dim, or = out + r * dim
+            let m = sum(xr, dim) / Float(dim)
+            let s = 1 / (squaredDeviations(xr, from: m, dim) / Float(dim) + eps).squareRoot()
+            for i in 0..<dim { or[i] = (xr[i] - m) * s * gamma[i] + beta[i] }
+            mean?[r] = m
+            rstd?[r] = s
+        }
+    }
+
+    public static func layerNormBackward(dout: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
+                                         rstd: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
+                                         dx: UnsafeMutablePointer<Float>?, dgamma: UnsafeMutablePointer<Float>?,
+                                         dbeta: UnsafeMutablePointer<Float>?, rows: Int, dim: Int) {
+        for r in 0..<rows {
+            let xr = x + r * dim, dr = dout + r * dim
+            let m = mean[r], s = rstd[r]
+            // dnorm = dout * gamma; dx = s * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat))
+            var sumD: Float = 0, sumDX: Float = 0
+            for i in 0..<dim {
+                let xhat = (xr[i] - m) * s
+                let dn = dr[i] * gamma[i]
+                sumD += dn
+                sumDX += dn * xhat
+                dgamma?[i] += dr[i] * xhat
+                dbeta?[i] += dr[i]
+            }
+            guard let dx else { continue }
+            let meanD = sumD / Float(dim), meanDX = sumDX / Float(dim)
+            let dxr = dx + r * dim
+            for i in 0..<dim {
+                let xhat = (xr[i] - m) * s
+                dxr[i] += s * (dr[i] * gamma[i] - meanD - xhat * meanDX)
+            }
+        }
+    }
+
+    /// One Adam(W) step, then g = 0:
+    ///   grad = g + l2 w;  m = b1 m + (1-b1) grad;  v = b2 v + (1-b2) grad^2
+    ///   w -= decay w;     w -= stepSize m / (sqrt(v / b2t) + eps)
+    public static func adamStep(w: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>,
+                                v: UnsafeMutablePointer<Float>, n: Int, beta1: Float, beta2: Float, b2t: Float, stepSize: Float,
+                                epsilon: Float, l2: Float, decay: Float) {
+        for i in 0..<n {
+            let grad = g[i] + l2 * w[i]
+            m[i] = beta1 * m[i] + (1 - beta1) * grad
+            v[i] = beta2 * v[i] + (1 - beta2) * grad * grad
+            w[i] -= decay * w[i]
+            w[i] -= stepSize * m[i] / ((v[i] / b2t).squareRoot() + epsilon)
+            g[i] = 0
+        }
+    }
+
+    static func sum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        var total: Float = 0
+        for i in 0..<n { total += x[i] }
+        return total
+    }
+
+    static func squaredDeviations(_ x: UnsafePointer<Float>, from mean: Float, _ n: Int) -> Float {
+        var total: Float = 0
+        for i in 0..<n { let d = x[i] - mean; total += d * d }
+        return total
     }
 }

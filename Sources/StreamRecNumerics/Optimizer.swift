@@ -42,16 +42,11 @@ public final class Adam: @unchecked Sendable {
         let b1t = 1 - Foundation.pow(c.beta1, Float(step)), b2t = 1 - Foundation.pow(c.beta2, Float(step))
         let stepSize = lr / b1t
         let w = store.values, g = store.grads, m = self.m, v = self.v
+        let l2 = c.decoupled ? 0 : c.weightDecay, decay = c.decoupled ? lr * c.weightDecay : 0
         Parallel.chunks(store.count, grain: 1 << 16) { range, _ in
-            for i in range {
-                var grad = g[i]
-                if c.weightDecay != 0 && !c.decoupled { grad += c.weightDecay * w[i] }
-                m[i] = c.beta1 * m[i] + (1 - c.beta1) * grad
-                v[i] = c.beta2 * v[i] + (1 - c.beta2) * grad * grad
-                if c.weightDecay != 0 && c.decoupled { w[i] -= lr * c.weightDecay * w[i] }
-                w[i] -= stepSize * m[i] / ((v[i] / b2t).squareRoot() + c.epsilon)
-                g[i] = 0
-            }
+            let o = range.lowerBound
+            Kernels.native.adamStep(w: w + o, g: g + o, m: m + o, v: v + o, n: range.count, beta1: c.beta1, beta2: c.beta2,
+                                    b2t: b2t, stepSize: stepSize, epsilon: c.epsilon, l2: l2, decay: decay)
         }
     }
 

@@ -21,6 +21,7 @@ public enum MetricNames {
     public static let itemsEmbedded = "streamrec_items_embedded_total"       // item texts run through the encoder (cold-start path)
     public static let itemsAdded = "streamrec_items_added_total"             // new items made rankable without a new snapshot
     public static let itemsRejected = "streamrec_items_rejected_total"       // items-topic records that are not {"title", "extra"?}
+    public static let openblasKernels = "streamrec_openblas_kernels"         // 1, dimensions: core, library_pick, source (library, verified, user)
 }
 
 /// The pipeline's instruments, made from a factory the caller passes in (no global bootstrap).
@@ -67,6 +68,12 @@ public final class PipelineMetrics: @unchecked Sendable {
         itemsEmbedded = Counter(label: MetricNames.itemsEmbedded, factory: factory)
         itemsAdded = Counter(label: MetricNames.itemsAdded, factory: factory)
         itemsRejected = Counter(label: MetricNames.itemsRejected, factory: factory)
+    }
+
+    /// The OpenBLAS kernels this process runs and why (streamrec doctor says more).
+    public func recordKernels(core: String, libraryPick: String, source: String) {
+        Gauge(label: MetricNames.openblasKernels, dimensions: [("core", core), ("library_pick", libraryPick), ("source", source)],
+              factory: factory).record(1)
     }
 
     func modelReloaded(failed: Bool) { (failed ? reloadsRefused : reloadsOK).increment() }

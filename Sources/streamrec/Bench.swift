@@ -20,8 +20,11 @@ struct Bench: ParsableCommand {
     @Option(help: "Write our figures as JSON here.") var json: String?
     @Option(help: "The peer's JSON (pytorch_peer.py --json) from this session: print ratios.") var peer: String?
     @Flag(help: "Fewer repetitions.") var quick = false
+    @OptionGroup var common: CommonOptions
 
     func run() throws {
+        let kernels = KernelStartup.establish(logger: common.makeLogger("streamrec.bench"))
+        print(kernels.startLine)
         if only == "swap" { return try swap() }
         var ours: [String: [String: Double]] = [:]
         let runs = quick ? 30 : 200
@@ -79,7 +82,7 @@ struct Bench: ParsableCommand {
                 if let figures = value as? [String: Any] { peerFigures[key] = figures.compactMapValues { ($0 as? NSNumber)?.doubleValue } }
             }
         }
-        print("OpenBLAS kernels: \(BLAS.kernelCore); workers: \(Parallel.workers)")
+        print("OpenBLAS kernels: \(BLAS.kernelCore) (\(kernels.source.rawValue)); our kernels: \(KernelSet.best.name); workers: \(Parallel.workers)")
         print("figure                          streamrec        peer (torch)     ratio (higher = streamrec better)")
         for key in ours.keys.sorted() {
             let figure = ours[key]!
@@ -96,7 +99,8 @@ struct Bench: ParsableCommand {
             print(line)
         }
         if let json {
-            var out: [String: Any] = ["streamrec": ours, "openblas_kernels": BLAS.kernelCore]
+            var out: [String: Any] = ["streamrec": ours, "openblas_kernels": BLAS.kernelCore, "kernel_choice": kernels.startLine,
+                                      "native_kernels": KernelSet.best.name, "cpu": CPUInfo.current.brand + " (" + CPUInfo.current.identity + ")"]
             if !peerFigures.isEmpty { out["peer"] = peerFigures }
             let data = try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: json))

@@ -21,6 +21,7 @@ struct Demo: AsyncParsableCommand {
         try await userFacing {
             var logger = common.makeLogger("streamrec.demo")
             if common.logLevel == "info" { logger.logLevel = .warning }   // the demo's own lines tell the story
+            print(KernelStartup.establish(logger: logger).startLine)
             var options = DemoOptions()
             options.model = model
             options.epochs = epochs

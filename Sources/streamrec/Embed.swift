@@ -30,6 +30,7 @@ struct Embed: AsyncParsableCommand {
     }
 
     func run() async throws {
+        common.startKernels(common.makeLogger("streamrec.embed"))
         try await userFacing {
             if let importFile { try importVectors(importFile) } else { try embedItems(items!) }
         }

@@ -47,6 +47,7 @@ struct Evaluate: AsyncParsableCommand {
     }
 
     func run() async throws {
+        common.startKernels(common.makeLogger("streamrec.evaluate"))
         try await userFacing {
             let dataset = try SequenceDataset.load(path: data)
             let leaveOneOut = dataset.leaveOneOut()

@@ -27,6 +27,7 @@ struct Retrain: AsyncParsableCommand {
     @Option(help: "SASRec epochs (retrain.sasrec.epochs).") var epochs: Int?
 
     func run() async throws {
+        common.startKernels(common.makeLogger("streamrec.retrain"))
         let outcome: RetrainOutcome = try await userFacing {
             var overrides: [String: String] = [:]
             overrides["model.registry"] = registry

@@ -27,6 +27,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         try await userFacing {
             let logger = common.makeLogger("streamrec.serve")
+            let kernels = common.startKernels(logger)
             var overrides: [String: String] = [:]
             overrides["kafka.brokers"] = brokers
             overrides["state.directory"] = state
@@ -42,6 +43,7 @@ struct Serve: AsyncParsableCommand {
 
             let registry = PrometheusCollectorRegistry()
             let metrics = PipelineMetrics(factory: PrometheusMetricsFactory(registry: registry))
+            metrics.recordKernels(core: kernels.core, libraryPick: kernels.libraryPick, source: kernels.source.rawValue)
             let stack = try ServingStack(config: settings, metrics: metrics, logger: logger)
             var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
                 .init(service: PipelineService(stack: stack, logger: logger),

@@ -58,6 +58,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        common.startKernels(common.makeLogger("streamrec.train"))
         do {
             switch model {
             case "transition": try trainTransition()

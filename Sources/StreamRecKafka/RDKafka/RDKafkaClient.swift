@@ -531,3 +531,9 @@ final class MockClusterHandle: @unchecked Sendable {
 
     func destroy() { rd_kafka_mock_cluster_destroy(pointer) }
 }
+
+/// The librdkafka this process loaded (it may differ from the headers built against: ops/broker.sh
+/// runs 2.16 through LD_LIBRARY_PATH).
+public enum KafkaLibrary {
+    public static var version: String { String(cString: rd_kafka_version_str()) }
+}

@@ -280,3 +280,8 @@ public final class KeyValueStore: @unchecked Sendable {
         return StorageError.fromLevelDB(raw, fallback: code, path: path, action: action)
     }
 }
+
+/// The LevelDB this process loaded.
+public enum LevelDBLibrary {
+    public static var version: String { "\(leveldb_major_version()).\(leveldb_minor_version())" }
+}
