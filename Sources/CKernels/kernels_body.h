@@ -118,6 +118,18 @@ static float KFN(max_value)(const float *x, int64_t n) {
     return m;
 }
 
+static int64_t KFN(first_above)(const float *x, int64_t n, float floor) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        // A branch-free max over 16 lanes, one vector compare per chunk.
+        float m = x[i];
+        for (int j = 1; j < 16; j++) m = x[i + j] > m ? x[i + j] : m;
+        if (m > floor) break;
+    }
+    for (; i < n; i++) if (x[i] > floor) return i;
+    return n;
+}
+
 static void KFN(softmax_row)(float *x, int64_t n) {
     float m = KFN(max_value)(x, n);
     if (!(m > -INFINITY)) { for (int64_t i = 0; i < n; i++) x[i] = 0; return; }
@@ -151,6 +163,7 @@ static const sr_kernel_table KFN(table) = {
     .exp_shift_sum = KFN(exp_shift_sum),
     .adam_step = KFN(adam_step),
     .max_value = KFN(max_value),
+    .first_above = KFN(first_above),
 };
 
 #undef REASSOC

@@ -12,6 +12,8 @@
 //              x += dropout(relu(LN2(x) W1 + b1) -> dropout -> W2 + b2)
 //   h   [T,d]  = LNf(x)
 //   scores     = h E^T  [T,V]  (training: fused into the loss, never materialised)
+// Serving a full pass needs only each window's last row [B,d]: the final block computes K and V
+// for every position, and the query, Wo, FFN and LNf for the last row alone (`lastOnly`).
 //
 // Parameters: one contiguous buffer, in the order of `parameterSpecs` (the snapshot's tensors).
 //
@@ -131,7 +133,11 @@ public final class SASRec: @unchecked Sendable {
 
     /// Final hidden states [T, d] of a packed batch. `ids` are model rows, `layout` the windows.
     /// `keysAndValues`, if given, receives each block's qkv projection [T, 3d] (for caches).
-    public func hidden(_ tape: Tape, ids: [Int32], layout: SequenceLayout,
+    /// `lastOnly`: only each window's last position [B, d] (serving and evaluation): the final
+    /// block then computes keys and values for every position but the query, output projection
+    /// and FFN for the last one alone; a causal last query sees every position, so this equals
+    /// the full pass's last rows (tested).
+    public func hidden(_ tape: Tape, ids: [Int32], layout: SequenceLayout, lastOnly: Bool = false,
                        keysAndValues: ((Int, Tensor) -> Void)? = nil) -> Tensor {
         let c = config
         var positions = [Int32](repeating: 0, count: layout.total)
@@ -144,8 +150,15 @@ public final class SASRec: @unchecked Sendable {
             let qkv = tape.linear(tape.layerNorm(x, p("block\(b).ln1.gamma"), p("block\(b).ln1.beta")),
                                   p("block\(b).qkv.weight"), p("block\(b).qkv.bias"))
             keysAndValues?(b, qkv)
-            let attended = tape.selfAttention(qkv, layout: layout, heads: c.heads, causal: true)
-            x = tape.add(x, tape.dropout(tape.linear(attended, p("block\(b).out.weight"), p("block\(b).out.bias")), c.dropout))
+            if lastOnly && b == c.blocks - 1 {
+                let lastRows = layout.lastRows
+                let attended = tape.singleQueryAttention(tape.gather(qkv, lastRows), qkv, layout: layout, heads: c.heads)
+                x = tape.gather(x, lastRows)
+                x = tape.add(x, tape.dropout(tape.linear(attended, p("block\(b).out.weight"), p("block\(b).out.bias")), c.dropout))
+            } else {
+                let attended = tape.selfAttention(qkv, layout: layout, heads: c.heads, causal: true)
+                x = tape.add(x, tape.dropout(tape.linear(attended, p("block\(b).out.weight"), p("block\(b).out.bias")), c.dropout))
+            }
             let inner = tape.relu(tape.linear(tape.layerNorm(x, p("block\(b).ln2.gamma"), p("block\(b).ln2.beta")),
                                               p("block\(b).ffn1.weight"), p("block\(b).ffn1.bias")))
             x = tape.add(x, tape.dropout(tape.linear(tape.dropout(inner, c.dropout), p("block\(b).ffn2.weight"), p("block\(b).ffn2.bias")), c.dropout))
@@ -172,11 +185,10 @@ public final class SASRec: @unchecked Sendable {
         guard !ids.isEmpty else { return (out, present) }
         let layout = SequenceLayout(lengths: lengths.filter { $0 > 0 })
         let tape = Tape(recording: false, training: false)
-        let h = hidden(tape, ids: ids, layout: layout)
+        let h = hidden(tape, ids: ids, layout: layout, lastOnly: true)
         var packed = 0
         for (i, length) in lengths.enumerated() where length > 0 {
-            let row = layout.offsets[packed] + length - 1
-            for j in 0..<d { out[i * d + j] = h.data[row * d + j] }
+            for j in 0..<d { out[i * d + j] = h.data[packed * d + j] }
             packed += 1
         }
         withExtendedLifetime(h) {}

@@ -305,9 +305,10 @@ public struct SASRecRecommender: ItemExtensibleRecommender {
         let hidden = engine.hidden(users: requests.map(\.user), sessions: sessions)
         var flat = [Float](repeating: 0, count: requests.count * d)
         for (i, h) in hidden.enumerated() { for j in 0..<d { flat[i * d + j] = h[j] } }
-        var scores = [Float](repeating: 0, count: requests.count * v)
-        flat.withUnsafeBufferPointer { h in
-            scores.withUnsafeMutableBufferPointer { engine.model.scores(hidden: h.baseAddress!, count: requests.count, into: $0.baseAddress!) }
+        // Every entry is written by the product (beta = 0): no need to zero 1.5 MB per batch first.
+        var scores = [Float](unsafeUninitializedCapacity: requests.count * v) { buffer, initialized in
+            flat.withUnsafeBufferPointer { h in engine.model.scores(hidden: h.baseAddress!, count: requests.count, into: buffer.baseAddress!) }
+            initialized = requests.count * v
         }
         let (extraIDs, extraTable) = appended.lock.withLock { (appended.ids, appended.table) }
         let n = extraIDs.count
@@ -322,19 +323,32 @@ public struct SASRecRecommender: ItemExtensibleRecommender {
                 }
             }
         }
-        return requests.enumerated().map { i, request in
-            var top = TopK(k: request.k)
-            for row in 0..<v {
-                let score = scores[i * v + row]
-                if let floor = top.threshold, score < floor { continue }
-                if request.exclude.contains(serviceIDs[row]) { continue }
-                top.insert(score: score, id: row)
+        // Excluded rows are marked -infinity in place, then each answer is one vector scan; the
+        // answers are independent, so they are split over the cores.
+        var answers = [[ScoredItem]](repeating: [], count: requests.count)
+        scores.withUnsafeMutableBufferPointer { scoreBuffer in
+            extraScores.withUnsafeMutableBufferPointer { extraBuffer in
+                answers.withUnsafeMutableBufferPointer { out in
+                    let scores = scoreBuffer.baseAddress!, extra = extraBuffer.baseAddress, answersOut = out.baseAddress!
+                    Parallel.chunks(requests.count, grain: 16) { range, _ in
+                        for i in range {
+                            let request = requests[i]
+                            let row = scores + i * v
+                            for item in request.exclude { if let r = rowOf[item] { row[Int(r)] = -.infinity } }
+                            var top = TopK(k: request.k)
+                            top.scan(row, count: v)
+                            if n > 0, let extra {
+                                for j in 0..<n where !request.exclude.contains(extraIDs[j]) {
+                                    top.insert(score: extra[i * n + j], id: v + j)
+                                }
+                            }
+                            answersOut[i] = top.sorted().map { ScoredItem(item: $0.id < v ? serviceIDs[$0.id] : extraIDs[$0.id - v], score: $0.score) }
+                        }
+                    }
+                }
             }
-            for j in 0..<n where !request.exclude.contains(extraIDs[j]) {
-                top.insert(score: extraScores[i * n + j], id: v + j)
-            }
-            return top.sorted().map { ScoredItem(item: $0.id < v ? serviceIDs[$0.id] : extraIDs[$0.id - v], score: $0.score) }
         }
+        return answers
     }
 }
 

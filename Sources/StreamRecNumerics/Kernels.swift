@@ -104,6 +104,10 @@ public enum Kernels {
     @inline(__always)
     public static func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float { native.maximum(x, n) }
 
+    /// The first index i in 0..<n with x[i] > floor (NaN never is), or n.
+    @inline(__always)
+    public static func firstAbove(_ x: UnsafePointer<Float>, _ n: Int, _ floor: Float) -> Int { native.firstAbove(x, n, floor) }
+
     /// Row softmax in place; -infinity entries (masks) become 0.
     @inline(__always)
     public static func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) { native.softmaxRow(x, n) }
@@ -148,48 +152,79 @@ public enum Kernels {
 
     // MARK: - attention
 
+    /// Query rows per block of causal attention: block r's queries see keys up to its last row,
+    /// so the masked upper triangle is computed only within a block's own diagonal band (about
+    /// half the work of a full lq x lk product at L = 200).
+    public static let causalRowBlock = 32
+
     /// One head of scaled dot-product attention for one sequence.
     ///   q [lq, dh] (row stride ldq), k and v [lk, dh] (strides ldk, ldv), out [lq, dh] (ldo)
-    ///   probs [lq, lk] contiguous: the softmax, kept for backward
+    ///   probs [lq, lk] contiguous: the softmax, kept for backward (masked entries exactly 0)
     /// causal: query i sees keys j <= i + (lk - lq) (queries are the last lq positions).
+    /// rowBlock: causal query rows per block (lq = no skipping: the reference the tests compare with).
     public static func attentionForward(q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer<Float>, ldk: Int,
                                         v: UnsafePointer<Float>, ldv: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                                        probs: UnsafeMutablePointer<Float>, lq: Int, lk: Int, dh: Int, causal: Bool) {
+                                        probs: UnsafeMutablePointer<Float>, lq: Int, lk: Int, dh: Int, causal: Bool,
+                                        rowBlock: Int = causalRowBlock) {
         let scale = 1 / Float(dh).squareRoot()
-        BLAS.gemm(transB: true, m: lq, n: lk, k: dh, alpha: scale, a: q, lda: ldq, b: k, ldb: ldk, c: probs, ldc: lk)
         let shift = lk - lq
-        for i in 0..<lq {
-            let row = probs + i * lk
-            if causal {
-                let visible = min(lk, i + shift + 1)
-                if visible < lk { (row + visible).update(repeating: -.infinity, count: lk - visible) }
+        let block = causal ? max(1, rowBlock) : lq
+        var i0 = 0
+        while i0 < lq {
+            let i1 = min(lq, i0 + block), rows = i1 - i0
+            let visible = causal ? min(lk, max(0, i1 + shift)) : lk
+            BLAS.gemm(transB: true, m: rows, n: visible, k: dh, alpha: scale, a: q + i0 * ldq, lda: ldq, b: k, ldb: ldk,
+                      c: probs + i0 * lk, ldc: lk)
+            for i in i0..<i1 {
+                let row = probs + i * lk
+                if causal {
+                    let own = min(visible, max(0, i + shift + 1))
+                    if own < visible { (row + own).update(repeating: -.infinity, count: visible - own) }
+                }
+                softmaxRow(row, visible)
+                if visible < lk { (row + visible).update(repeating: 0, count: lk - visible) }
             }
-            softmaxRow(row, lk)
+            if visible > 0 {
+                BLAS.gemm(m: rows, n: dh, k: visible, a: probs + i0 * lk, lda: lk, b: v, ldb: ldv, c: out + i0 * ldo, ldc: ldo)
+            } else {
+                for i in i0..<i1 { (out + i * ldo).update(repeating: 0, count: dh) }
+            }
+            i0 = i1
         }
-        BLAS.gemm(m: lq, n: dh, k: lk, a: probs, lda: lk, b: v, ldb: ldv, c: out, ldc: ldo)
     }
 
-    /// Backward of attentionForward; accumulates into dq, dk, dv. `scratch` holds lq*lk floats.
+    /// Backward of attentionForward (same blocks); accumulates into dq, dk, dv. `scratch` holds
+    /// lq*lk floats.
     public static func attentionBackward(dout: UnsafePointer<Float>, lddo: Int, q: UnsafePointer<Float>, ldq: Int,
                                          k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int,
                                          probs: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>?, lddq: Int,
                                          dk: UnsafeMutablePointer<Float>?, lddk: Int, dv: UnsafeMutablePointer<Float>?, lddv: Int,
-                                         scratch: UnsafeMutablePointer<Float>, lq: Int, lk: Int, dh: Int) {
+                                         scratch: UnsafeMutablePointer<Float>, lq: Int, lk: Int, dh: Int, causal: Bool = false,
+                                         rowBlock: Int = causalRowBlock) {
         let scale = 1 / Float(dh).squareRoot()
-        // dV += P^T dO
-        if let dv { BLAS.gemm(transA: true, m: lk, n: dh, k: lq, a: probs, lda: lk, b: dout, ldb: lddo, beta: 1, c: dv, ldc: lddv) }
-        // dP = dO V^T, then dS = P * (dP - rowsum(P * dP)) * scale
-        let ds = scratch
-        BLAS.gemm(transB: true, m: lq, n: lk, k: dh, a: dout, lda: lddo, b: v, ldb: ldv, c: ds, ldc: lk)
-        for i in 0..<lq {
-            let p = probs + i * lk, d = ds + i * lk
-            var dot: Float = 0
-            for j in 0..<lk { dot += p[j] * d[j] }
-            for j in 0..<lk { d[j] = p[j] * (d[j] - dot) * scale }
+        let shift = lk - lq
+        let block = causal ? max(1, rowBlock) : lq
+        var i0 = 0
+        while i0 < lq {
+            let i1 = min(lq, i0 + block), rows = i1 - i0
+            let visible = causal ? min(lk, max(0, i1 + shift)) : lk
+            defer { i0 = i1 }
+            guard visible > 0 else { continue }
+            let p = probs + i0 * lk, ds = scratch + i0 * lk
+            // dV += P^T dO
+            if let dv { BLAS.gemm(transA: true, m: visible, n: dh, k: rows, a: p, lda: lk, b: dout + i0 * lddo, ldb: lddo, beta: 1, c: dv, ldc: lddv) }
+            // dP = dO V^T, then dS = P * (dP - rowsum(P * dP)) * scale
+            BLAS.gemm(transB: true, m: rows, n: visible, k: dh, a: dout + i0 * lddo, lda: lddo, b: v, ldb: ldv, c: ds, ldc: lk)
+            for i in 0..<rows {
+                let pr = p + i * lk, d = ds + i * lk
+                var dot: Float = 0
+                for j in 0..<visible { dot += pr[j] * d[j] }
+                for j in 0..<visible { d[j] = pr[j] * (d[j] - dot) * scale }
+            }
+            // dQ += dS K, dK += dS^T Q
+            if let dq { BLAS.gemm(m: rows, n: dh, k: visible, a: ds, lda: lk, b: k, ldb: ldk, beta: 1, c: dq + i0 * lddq, ldc: lddq) }
+            if let dk { BLAS.gemm(transA: true, m: visible, n: dh, k: rows, a: ds, lda: lk, b: q + i0 * ldq, ldb: ldq, beta: 1, c: dk, ldc: lddk) }
         }
-        // dQ += dS K, dK += dS^T Q
-        if let dq { BLAS.gemm(m: lq, n: dh, k: lk, a: ds, lda: lk, b: k, ldb: ldk, beta: 1, c: dq, ldc: lddq) }
-        if let dk { BLAS.gemm(transA: true, m: lk, n: dh, k: lq, a: ds, lda: lk, b: q, ldb: ldq, beta: 1, c: dk, ldc: lddk) }
     }
 }
 
@@ -217,6 +252,11 @@ public enum ScalarKernels {
         var m = -Float.infinity
         for i in 0..<n { m = Swift.max(m, x[i]) }
         return m
+    }
+
+    public static func firstAbove(_ x: UnsafePointer<Float>, _ n: Int, _ floor: Float) -> Int {
+        for i in 0..<n where x[i] > floor { return i }
+        return n
     }
 
     public static func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) {

@@ -123,6 +123,10 @@ public struct KernelSet: @unchecked Sendable {
         table.exp_shift_sum(x, Int64(n), shift)
     }
 
+    /// The first index i in 0..<n with x[i] > floor, or n.
+    @inline(__always)
+    public func firstAbove(_ x: UnsafePointer<Float>, _ n: Int, _ floor: Float) -> Int { Int(table.first_above(x, Int64(n), floor)) }
+
     @inline(__always)
     public func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float { table.max_value(x, Int64(n)) }
 

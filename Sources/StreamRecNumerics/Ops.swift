@@ -341,7 +341,7 @@ extension Tape {
                                               dq: dq.map { $0 + qo * ldgq + h * dh }, lddq: ldgq,
                                               dk: dk.map { $0 + ko * ldg + h * dh }, lddk: ldg,
                                               dv: dv.map { $0 + ko * ldg + h * dh }, lddv: ldg,
-                                              scratch: scratch + worker * max(1, maxProduct), lq: lq, lk: lk, dh: dh)
+                                              scratch: scratch + worker * max(1, maxProduct), lq: lq, lk: lk, dh: dh, causal: causal)
                 }
             }
             scratch.deallocate()

@@ -39,11 +39,18 @@ public struct DemoSummary: Sendable {
     public var pacedRate: Double
     public var latencyP50Ms: Double
     public var latencyP99Ms: Double
+    /// The p50 of the two halves: event sent -> answer produced, and answer produced -> read.
+    public var inboundP50Ms: Double
+    public var outboundP50Ms: Double
     public var hitRate10: Double
     public var popularityHitRate10: Double
     public var hitTrials: Int
     public var recommendations: Int
     public var wallSeconds: Double
+    /// Seconds per pipeline stage over the whole stream, with the batch and record counts.
+    public var stages: [(stage: String, seconds: Double)] = []
+    public var batches = 0
+    public var batchRecords = 0
 
     public var eventsPerSecond: Double { Double(backlogEvents) / max(backlogSeconds, 1e-9) }
 }
@@ -143,21 +150,25 @@ public enum Demo {
         }
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        let serving = Task { try await group.run() }
-
-        // 4. A downstream reader of the output topic.
-        let reader = try DemoReader(brokers: cluster.bootstrapServers, topic: output, liveLines: options.liveLines, say: say)
-        let readerTask = Task { try await onDedicatedThread(name: "demo-reader") { try reader.run() } }
-
-        // 5a. Throughput: a backlog of the first part of the live stream, drained as fast as possible.
-        let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "5", "log_level": "3"])
+        // 4. Throughput: a backlog of the first part of the live stream, in the input topic before
+        // the service starts, so the figure is the pipeline's own drain rate, not the rate this
+        // process can produce at.
+        let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "5",
+                                                      "socket.nagle.disable": "true", "log_level": "3"])
         let backlogCount = live.count / 2
         let backlog = Array(live[..<backlogCount])
         let paced = Array(live[backlogCount...])
         try await onDedicatedThread(name: "demo-producer") {
             for e in backlog { try producer.send(DemoDefaults.record(e, topic: input, ts: Pipeline.nowMs())) }
-            _ = producer.flush(timeoutMs: 30_000)
+            guard producer.flush(timeoutMs: 30_000) else {
+                throw PipelineError(code: .kafka, message: "demo: the backlog was not acknowledged within 30 s")
+            }
         }
+
+        // 5. A downstream reader of the output topic, then the service.
+        let reader = try DemoReader(brokers: cluster.bootstrapServers, topic: output, liveLines: options.liveLines, say: say)
+        let readerTask = Task { try await onDedicatedThread(name: "demo-reader") { try reader.run() } }
+        let serving = Task { try await group.run() }
         // Throughput from the answers' arrival times (first to last), so the group join and the
         // model loading are not counted: (N - 1) answers over the span between first and last.
         try await reader.waitFor(count: backlogCount, timeoutSeconds: 90)
@@ -165,7 +176,7 @@ public enum Demo {
         let backlogSeconds = span.seconds * Double(backlogCount) / Double(max(span.count - 1, 1))
         say(String(format: "backlog of %d events answered at %.0f events/s", backlogCount, Double(backlogCount) / max(backlogSeconds, 1e-9)))
 
-        // 5b. Latency: the rest at a steady rate, each event stamped with its send time.
+        // 6. Latency: the rest at a steady rate, each event stamped with its send time.
         reader.startLatencyWindow()
         let rate = Double(options.rate)
         try await onDedicatedThread(name: "demo-producer") {
@@ -203,13 +214,19 @@ public enum Demo {
                 if popular.lazy.filter({ !history.contains($0) }).prefix(10).contains(items[i + 1]) { popularHits += 1 }
             }
         }
-        let latencies = reader.latencies().sorted()
-        func pct(_ p: Double) -> Double { latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        let clock = stack.pipeline.clock.read()
+        let timed = reader.latencies()
+        func pct(_ values: [Double], _ p: Double) -> Double {
+            let sorted = values.sorted()
+            return sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+        }
         return DemoSummary(trainedOn: events.count - live.count, streamed: live.count, backlogEvents: backlogCount,
                            backlogSeconds: backlogSeconds, pacedEvents: paced.count, pacedRate: rate,
-                           latencyP50Ms: pct(0.50), latencyP99Ms: pct(0.99),
+                           latencyP50Ms: pct(timed.total, 0.50), latencyP99Ms: pct(timed.total, 0.99),
+                           inboundP50Ms: pct(timed.inbound, 0.50), outboundP50Ms: pct(timed.outbound, 0.50),
                            hitRate10: Double(hits) / Double(max(trials, 1)), popularityHitRate10: Double(popularHits) / Double(max(trials, 1)),
-                           hitTrials: trials, recommendations: reader.count, wallSeconds: Date().timeIntervalSince(wallStart))
+                           hitTrials: trials, recommendations: reader.count, wallSeconds: Date().timeIntervalSince(wallStart),
+                           stages: clock.seconds.map { ($0.stage.rawValue, $0.seconds) }, batches: clock.batches, batchRecords: clock.records)
     }
 }
 
@@ -236,15 +253,17 @@ final class DemoReader: @unchecked Sendable {
     private var first: Date?
     private var last: Date?
     private var latencyWindow = false
-    private var latencyMs: [Double] = []
-    private var byUser: [String: [(partition: Int32, offset: Int64, items: [String])]] = [:]
+    /// Answers as they arrived; parsed after the run, so the reader's JSON parsing does not take
+    /// CPU from the pipeline while its figures are measured (the demo runs on the same cores).
+    private var arrivals: [(value: [UInt8], arrivedMs: Double, timed: Bool)] = []
     private var printed = 0
     private let liveLines: Int
     private let say: @Sendable (String) -> Void
 
     init(brokers: String, topic: String, liveLines: Int, say: @escaping @Sendable (String) -> Void) throws {
         consumer = try KafkaConsumer(properties: ["bootstrap.servers": brokers, "group.id": "streamrec-demo-reader",
-                                                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": "5", "log_level": "3"])
+                                                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": "5",
+                                                  "socket.nagle.disable": "true", "log_level": "3"])
         try consumer.subscribe([topic])
         self.liveLines = liveLines
         self.say = say
@@ -259,36 +278,64 @@ final class DemoReader: @unchecked Sendable {
         consumer.close()
     }
 
-    private func handle(_ m: KafkaMessage, _ now: Date) {
-        guard let value = m.value,
-              let obj = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
+    private struct Answer {
+        var user: String
+        var partition: Int32
+        var offset: Int64
+        var items: [String]
+        var eventItem: String
+        var model: String
+        var eventTs: Int64?
+        var producedAt: Int64?
+    }
+
+    private static func parse(_ value: [UInt8]) -> Answer? {
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(value)) as? [String: Any],
               let user = obj["user"] as? String,
               let items = obj["items"] as? [[String: Any]],
               let source = obj["source"] as? [String: Any],
               let partition = (source["partition"] as? NSNumber)?.int32Value,
-              let offset = (source["offset"] as? NSNumber)?.int64Value else { return }
-        let names = items.compactMap { $0["item"] as? String }
+              let offset = (source["offset"] as? NSNumber)?.int64Value else { return nil }
+        let model = (obj["model"] as? [String: Any]).map { "\($0["name"] ?? "?")@\($0["version"] ?? "?")" } ?? "?"
+        return Answer(user: user, partition: partition, offset: offset, items: items.compactMap { $0["item"] as? String },
+                      eventItem: obj["event_item"] as? String ?? "?", model: model,
+                      eventTs: (obj["event_ts"] as? NSNumber)?.int64Value, producedAt: (obj["produced_at"] as? NSNumber)?.int64Value)
+    }
+
+    private func handle(_ m: KafkaMessage, _ now: Date) {
+        guard let value = m.value else { return }
         lock.lock()
         received += 1
         if first == nil { first = now }
         if !latencyWindow { last = now }
-        byUser[user, default: []].append((partition, offset, names))
+        arrivals.append((value, now.timeIntervalSince1970 * 1000, latencyWindow))
         let shouldPrint = printed < liveLines && latencyWindow
         if shouldPrint { printed += 1 }
         lock.unlock()
-        if let ts = Self.eventTimestamp(obj), latencyWindowOpen {
-            let ms = now.timeIntervalSince1970 * 1000 - Double(ts)
-            lock.lock(); latencyMs.append(ms); lock.unlock()
-        }
-        if shouldPrint {
-            let model = (obj["model"] as? [String: Any]).map { "\($0["name"] ?? "?")@\($0["version"] ?? "?")" } ?? "?"
-            say("  \(user) clicked \(obj["event_item"] as? String ?? "?") -> \(names.prefix(5).joined(separator: " ")) …  [\(model), \(m.topic)[\(m.partition)]@\(m.offset)]")
+        if shouldPrint, let a = Self.parse(value) {
+            say("  \(a.user) clicked \(a.eventItem) -> \(a.items.prefix(5).joined(separator: " ")) …  [\(a.model), \(m.topic)[\(m.partition)]@\(m.offset)]")
         }
     }
 
-    /// The demo stamps each event's "ts" with its send time; answers echo it as event_ts.
-    private static func eventTimestamp(_ obj: [String: Any]) -> Int64? {
-        (obj["event_ts"] as? NSNumber)?.int64Value
+    /// Every answer parsed (after the run), with when it arrived and whether it was timed.
+    private func parsedAnswers() -> [(answer: Answer, arrivedMs: Double, timed: Bool)] {
+        lock.lock(); let all = arrivals; lock.unlock()
+        return all.compactMap { a in Self.parse(a.value).map { ($0, a.arrivedMs, a.timed) } }
+    }
+
+    /// Timed answers: event sent -> answer read (ms), and its two halves: sent -> produced (input
+    /// topic, poll, processing) and produced -> read (delivery, output topic, the reader's fetch).
+    func latencies() -> (total: [Double], inbound: [Double], outbound: [Double]) {
+        var total: [Double] = [], inbound: [Double] = [], outbound: [Double] = []
+        for (a, arrived, timed) in parsedAnswers() where timed {
+            guard let ts = a.eventTs else { continue }
+            total.append(arrived - Double(ts))
+            if let produced = a.producedAt {
+                inbound.append(Double(produced - ts))
+                outbound.append(arrived - Double(produced))
+            }
+        }
+        return (total, inbound, outbound)
     }
 
     private var latencyWindowOpen: Bool { lock.lock(); defer { lock.unlock() }; return latencyWindow }
@@ -302,7 +349,6 @@ final class DemoReader: @unchecked Sendable {
     }
     func stop() { lock.lock(); stopped = true; lock.unlock() }
     func startLatencyWindow() { lock.lock(); latencyWindow = true; lock.unlock() }
-    func latencies() -> [Double] { lock.lock(); defer { lock.unlock() }; return latencyMs }
 
     func waitFor(count target: Int, timeoutSeconds: Double) async throws {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
@@ -316,7 +362,8 @@ final class DemoReader: @unchecked Sendable {
 
     /// Each user's answers in source order (one partition per user, so offsets order them).
     func answersByUser() -> [String: [[String]]] {
-        lock.lock(); defer { lock.unlock() }
+        var byUser: [String: [(offset: Int64, items: [String])]] = [:]
+        for (a, _, _) in parsedAnswers() { byUser[a.user, default: []].append((a.offset, a.items)) }
         return byUser.mapValues { list in
             var seen = Set<Int64>()
             return list.sorted { $0.offset < $1.offset }.filter { seen.insert($0.offset).inserted }.map(\.items)

@@ -61,6 +61,57 @@ public final class PipelineHealth: @unchecked Sendable {
     }
 }
 
+/// Where micro-batches spend their time, summed per stage (the demo prints it; /metrics exports
+/// it as streamrec_pipeline_stage_seconds_total). Cheap: two clock reads per stage per batch.
+public final class StageClock: @unchecked Sendable {
+    public enum Stage: String, CaseIterable, Sendable {
+        /// Waiting in poll for records (idle time included) and copying them out of librdkafka.
+        case poll
+        /// Parsing and validating events, dead letters.
+        case parse
+        /// Session reads from the cache or LevelDB, vocabulary ids.
+        case state
+        /// The model call for the whole batch.
+        case inference
+        /// Building the output records (JSON).
+        case encode
+        /// Handing records to the producer and waiting for every acknowledgement.
+        case delivery
+        /// The LevelDB commit point (synced) and the group offset commit.
+        case commit
+    }
+    private let lock = NSLock()
+    private var totals = [UInt64](repeating: 0, count: Stage.allCases.count)
+    private var batchCount = 0
+    private var recordCount = 0
+
+    public init() {}
+
+    func add(_ stage: Stage, since start: UInt64) -> UInt64 {
+        let now = DispatchTime.now().uptimeNanoseconds
+        lock.lock()
+        totals[Stage.allCases.firstIndex(of: stage)!] += now - start
+        lock.unlock()
+        return now
+    }
+
+    func add(_ ns: UInt64, to stage: Stage) {
+        lock.lock()
+        totals[Stage.allCases.firstIndex(of: stage)!] += ns
+        lock.unlock()
+    }
+
+    func batch(records: Int) {
+        lock.lock(); batchCount += 1; recordCount += records; lock.unlock()
+    }
+
+    /// Seconds per stage so far, batches and records.
+    public func read() -> (seconds: [(stage: Stage, seconds: Double)], batches: Int, records: Int) {
+        lock.lock(); defer { lock.unlock() }
+        return (zip(Stage.allCases, totals).map { ($0, Double($1) / 1e9) }, batchCount, recordCount)
+    }
+}
+
 public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
     let config: StreamRecConfig
     let consumer: KafkaConsumer
@@ -72,6 +123,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
     let logger: Logger
     let stop: StopSignal
     public let health = PipelineHealth()
+    public let clock = StageClock()
 
     /// Per partition: offsets below this were already answered by some instance of the group.
     private var emitFrom: [TopicPartition: Int64] = [:]
@@ -110,7 +162,9 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         logger.info("consuming", metadata: ["topic": "\(config.kafka.inputTopic)", "group": "\(config.kafka.groupID)"])
         do {
             while !stop.isStopped {
+                let pollStart = DispatchTime.now().uptimeNanoseconds
                 let batch = try consumer.poll(maxMessages: config.pipeline.maxBatch, timeoutMs: config.pipeline.pollTimeoutMs)
+                _ = clock.add(.poll, since: pollStart)
                 health.polled(at: Self.nowMs())
                 if !batch.isEmpty {
                     try process(batch)
@@ -157,8 +211,11 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         var answers: [Answer] = []
         var outputs: [KafkaRecord] = []
         let k = config.recommend.k
+        clock.batch(records: batch.count)
+        var parseNs: UInt64 = 0, stateNs: UInt64 = 0
 
         for message in batch {
+            let parseStart = DispatchTime.now().uptimeNanoseconds
             let tp = message.topicPartition
             if let last = lastOffset[tp], message.offset != last + 1 {
                 // The input topic is not compacted and not transactional: offsets are contiguous
@@ -168,7 +225,11 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
             }
             lastOffset[tp] = message.offset
             nextOffsets[tp] = message.offset + 1
-            switch EventParser.parse(key: message.key, value: message.value, rules: config.events) {
+            let parsed = EventParser.parse(key: message.key, value: message.value, rules: config.events)
+            let stateStart = DispatchTime.now().uptimeNanoseconds
+            parseNs += stateStart - parseStart
+            defer { stateNs += DispatchTime.now().uptimeNanoseconds - stateStart }
+            switch parsed {
             case .failure(let rejection):
                 metrics.deadLettered(rejection.code)
                 outputs.append(deadLetter(message, rejection))
@@ -194,18 +255,24 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
             }
         }
 
+        clock.add(parseNs, to: .parse)
+        clock.add(stateNs, to: .state)
         if !requests.isEmpty {
             let recommender = model.recommender
             let start = DispatchTime.now().uptimeNanoseconds
             let ranked = recommender.recommend(requests)
-            metrics.inference.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
+            let encodeStart = clock.add(.inference, since: start)
+            metrics.inference.recordNanoseconds(Int64(encodeStart - start))
             let producedAt = Self.nowMs()
             for (answer, items) in zip(answers, ranked) {
                 outputs.append(recommendationRecord(answer, items, recommender.descriptor, producedAt))
             }
+            _ = clock.add(.encode, since: encodeStart)
         }
 
+        let deliveryStart = DispatchTime.now().uptimeNanoseconds
         try deliver(outputs)
+        let commitStart = clock.add(.delivery, since: deliveryStart)
         let deliveredAt = Self.nowMs()
         for answer in answers {
             if let ts = answer.message.timestampMs {
@@ -229,6 +296,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         } catch {
             logger.warning("group offset commit failed (LevelDB holds the truth; lag metrics may lag): \(error)")
         }
+        _ = clock.add(.commit, since: commitStart)
         if config.pipeline.sweepPerBatch > 0 {
             let swept = (try? sessions.sweepExpired(nowMs: eventTimeWatermark, limit: config.pipeline.sweepPerBatch)) ?? 0
             if swept > 0 { metrics.sessionsExpired.increment(by: swept) }
@@ -302,20 +370,30 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
     }
 
     private func recommendationRecord(_ answer: Answer, _ items: [ScoredItem], _ model: ModelDescriptor, _ producedAt: Int64) -> KafkaRecord {
-        var json = "{\"user\":" + JSONText.quote(answer.event.user) + ",\"items\":["
+        var json = JSONBytes(capacity: 96 + 40 * items.count)
+        json.raw("{\"user\":"); json.string(answer.event.user)
+        json.raw(",\"items\":[")
         var first = true
         for scored in items {
             guard let external = vocabulary.external(for: scored.item) else { continue }
-            if !first { json += "," }
+            json.raw(first ? "{\"item\":" : ",{\"item\":")
             first = false
-            json += "{\"item\":" + JSONText.quote(external) + ",\"score\":" + JSONText.number(scored.score) + "}"
+            json.string(external)
+            json.raw(",\"score\":"); json.number(scored.score)
+            json.raw("}")
         }
-        json += "],\"model\":{\"name\":" + JSONText.quote(model.name) + ",\"version\":" + JSONText.quote(model.version) + "}"
-        json += ",\"source\":{\"topic\":" + JSONText.quote(answer.message.topic) + ",\"partition\":\(answer.message.partition),\"offset\":\(answer.message.offset)}"
-        if let id = answer.event.id { json += ",\"event_id\":" + JSONText.quote(id) }
-        json += ",\"event_item\":" + JSONText.quote(answer.event.item) + ",\"event_ts\":\(answer.event.timestampMs)"
-        json += ",\"produced_at\":\(producedAt)}"
-        return KafkaRecord(topic: config.kafka.outputTopic, key: Array(answer.event.user.utf8), value: Array(json.utf8), headers: [
+        json.raw("],\"model\":{\"name\":"); json.string(model.name)
+        json.raw(",\"version\":"); json.string(model.version)
+        json.raw("},\"source\":{\"topic\":"); json.string(answer.message.topic)
+        json.raw(",\"partition\":"); json.int(Int64(answer.message.partition))
+        json.raw(",\"offset\":"); json.int(answer.message.offset)
+        json.raw("}")
+        if let id = answer.event.id { json.raw(",\"event_id\":"); json.string(id) }
+        json.raw(",\"event_item\":"); json.string(answer.event.item)
+        json.raw(",\"event_ts\":"); json.int(answer.event.timestampMs)
+        json.raw(",\"produced_at\":"); json.int(producedAt)
+        json.raw("}")
+        return KafkaRecord(topic: config.kafka.outputTopic, key: Array(answer.event.user.utf8), value: json.bytes, headers: [
             KafkaHeader("model-name", model.name),
             KafkaHeader("model-version", model.version),
             KafkaHeader("source-partition", String(answer.message.partition)),
@@ -382,30 +460,45 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
     public static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 }
 
-/// Minimal JSON text building for the hot path (JSONEncoder costs more than the model call here).
-enum JSONText {
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        out.reserveCapacity(s.utf8.count + 2)
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    out += String(format: "\\u%04x", scalar.value)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
+/// JSON built straight into bytes for the hot path: JSONEncoder, and String(format:) for numbers,
+/// cost more than the model call here (a fifth of a micro-batch in the demo's profile).
+struct JSONBytes {
+    private(set) var bytes: [UInt8] = []
+
+    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+
+    /// Literal JSON punctuation and keys.
+    mutating func raw(_ text: StaticString) {
+        text.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
 
-    static func number(_ f: Float) -> String {
-        f.isFinite ? String(format: "%.6g", Double(f)) : "0"
+    /// A JSON string: quotes, and escapes for the quote, backslash and control characters.
+    mutating func string(_ s: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for byte in s.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)
+            case UInt8(ascii: "\\"): bytes.append(UInt8(ascii: "\\")); bytes.append(byte)
+            case UInt8(ascii: "\n"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "n"))
+            case UInt8(ascii: "\r"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "r"))
+            case UInt8(ascii: "\t"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "t"))
+            case 0..<0x20:
+                let hex: [UInt8] = Array("0123456789abcdef".utf8)
+                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(byte >> 4)], hex[Int(byte & 0xf)]])
+            default:
+                // UTF-8 of any other scalar, as is (valid JSON).
+                bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    mutating func int(_ n: Int64) { bytes.append(contentsOf: String(n).utf8) }
+
+    /// Shortest round-trip decimal (Swift's own float printing); non-finite scores as 0, which
+    /// JSON cannot spell otherwise.
+    mutating func number(_ f: Float) {
+        guard f.isFinite else { bytes.append(UInt8(ascii: "0")); return }
+        bytes.append(contentsOf: f.description.utf8)
     }
 }

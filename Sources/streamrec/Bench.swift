@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference speed at the PyTorch peer's shapes (make bench runs the peer too).")
 
-    @Option(help: "Parts: all, sasrec-train, sasrec-infer, diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps, 1 and 4 seeds); or swap (model swap latency on the embedded cluster; not part of all).") var only: String = "all"
+    @Option(help: "Parts: all, sasrec-train, sasrec-infer, sasrec-stream (the serving path alone), diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps, 1 and 4 seeds); or swap (model swap latency on the embedded cluster; not part of all).") var only: String = "all"
     @Option(help: "Fewer sampling steps also measured for diffurec-infer (the peer runs all 32).") var fewSteps: Int = 4
     @Option(help: "Shrink the diffurec shapes (items,width,length,blocks), e.g. 2000,32,50,2, for a quick look.") var diffurecShape: String?
     @Option(help: "swap: the model served and swapped, sasrec or transition.") var swapModel: String = "sasrec"
@@ -33,6 +33,10 @@ struct Bench: ParsableCommand {
                 let (rate, t) = SASRecBenchmark.training(loss: loss, steps: quick ? 3 : 10)
                 ours["sasrec_train_\(loss == .crossEntropy ? "ce" : "bce")"] = ["seq_per_s": rate, "p50_ms": t.p50Ms]
             }
+        }
+        if only == "sasrec-stream" {
+            let (eventsPerSecond, batchTiming) = SASRecBenchmark.servingStream()
+            ours["sasrec_serve_stream_b100"] = ["events_per_s": eventsPerSecond, "p50_ms": batchTiming.p50Ms, "p99_ms": batchTiming.p99Ms]
         }
         if only == "all" || only == "sasrec-infer" {
             let full = SASRecBenchmark.fullInference(runs: runs)

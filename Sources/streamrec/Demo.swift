@@ -37,9 +37,16 @@ struct Demo: AsyncParsableCommand {
             print(String(format: "  throughput      %8.0f events/s  (backlog of %d events)", s.eventsPerSecond, s.backlogEvents))
             print(String(format: "  latency         p50 %.1f ms, p99 %.1f ms  (event sent -> answer read, at %.0f events/s, %d events)",
                          s.latencyP50Ms, s.latencyP99Ms, s.pacedRate, s.pacedEvents))
+            print(String(format: "                  p50 %.1f ms sent -> answer produced, %.1f ms produced -> answer read",
+                         s.inboundP50Ms, s.outboundP50Ms))
             print(String(format: "  HR@10 next event %.3f  (popularity baseline %.3f; %d answers scored)", s.hitRate10, s.popularityHitRate10, s.hitTrials))
             print(String(format: "  recommendations %8d for %d streamed events; trained on %d; wall time %.1f s",
                          s.recommendations, s.streamed, s.trainedOn, s.wallSeconds))
+            let busy = s.stages.filter { $0.stage != "poll" }.reduce(0) { $0 + $1.seconds }
+            print(String(format: "  pipeline        %d micro-batches, %.0f records each on average; busy %.2f s: %@; in poll %.2f s",
+                         s.batches, Double(s.batchRecords) / Double(max(s.batches, 1)), busy,
+                         s.stages.filter { $0.stage != "poll" }.map { String(format: "%@ %.0f%%", $0.stage, 100 * $0.seconds / max(busy, 1e-9)) }.joined(separator: ", "),
+                         s.stages.first { $0.stage == "poll" }?.seconds ?? 0))
         }
     }
 }

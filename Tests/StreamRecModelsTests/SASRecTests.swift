@@ -154,6 +154,26 @@ func smallConfig(_ loss: SASRecConfig.Loss = .crossEntropy) -> SASRecConfig {
         return model
     }
 
+    @Test func theLastPositionFinalBlockMatchesTheFullPassesLastRows() {
+        let model = randomModel(maxLength: 48)
+        var rng = RandomSource(seed: 9)
+        let histories: [[Int32]] = [1, 5, 33, 48, 60, 0, 2].map { n in (0..<n).map { _ in Int32(rng.below(40)) } }
+        let fast = model.lastHidden(histories)
+        let d = model.config.width
+        for (i, history) in histories.enumerated() {
+            let window = Array(model.window(history))
+            #expect(fast.present[i] == !window.isEmpty)
+            guard !window.isEmpty else {
+                #expect(fast.hidden[(i * d)..<((i + 1) * d)].allSatisfy { $0 == 0 })
+                continue
+            }
+            let full = model.hidden(Tape(recording: false, training: false), ids: window, layout: SequenceLayout(lengths: [window.count]))
+            for j in 0..<d {
+                #expect(abs(fast.hidden[i * d + j] - full.data[(window.count - 1) * d + j]) < 1e-4, "history \(i), column \(j)")
+            }
+        }
+    }
+
     @Test func incrementalMatchesAFullRecomputeOverLongStreams() {
         let model = randomModel(maxLength: 16)
         let engine = SASRecIncremental(model: model, cacheUsers: 8)

@@ -109,3 +109,35 @@ private let sizes = [1, 7, 16, 33, 64, 129, 1000]
         }
     }
 }
+
+@Suite struct BlockedAttentionTests {
+    /// The causal fast path (query blocks that skip the masked upper triangle) against the full
+    /// lq x lk product (rowBlock = lq), forward and backward, with and without a query shift.
+    @Test(arguments: [(lq: 100, lk: 100), (lq: 37, lk: 100), (lq: 1, lk: 50), (lq: 64, lk: 64)])
+    func causalBlocksMatchTheFullProduct(shape: (lq: Int, lk: Int)) {
+        let (lq, lk, dh) = (shape.lq, shape.lk, 16)
+        let q = random(lq * dh, seed: 41, scale: 1), k = random(lk * dh, seed: 42, scale: 1), v = random(lk * dh, seed: 43, scale: 1)
+        let dout = random(lq * dh, seed: 44, scale: 1)
+        func run(_ rowBlock: Int) -> (out: [Float], probs: [Float], dq: [Float], dk: [Float], dv: [Float]) {
+            var out = [Float](repeating: 0, count: lq * dh), probs = [Float](repeating: .nan, count: lq * lk)
+            var dq = [Float](repeating: 0, count: lq * dh), dk = [Float](repeating: 0, count: lk * dh), dv = dk
+            var scratch = [Float](repeating: 0, count: lq * lk)
+            Kernels.attentionForward(q: q, ldq: dh, k: k, ldk: dh, v: v, ldv: dh, out: &out, ldo: dh, probs: &probs,
+                                     lq: lq, lk: lk, dh: dh, causal: true, rowBlock: rowBlock)
+            Kernels.attentionBackward(dout: dout, lddo: dh, q: q, ldq: dh, k: k, ldk: dh, v: v, ldv: dh, probs: probs,
+                                      dq: &dq, lddq: dh, dk: &dk, lddk: dh, dv: &dv, lddv: dh, scratch: &scratch,
+                                      lq: lq, lk: lk, dh: dh, causal: true, rowBlock: rowBlock)
+            return (out, probs, dq, dk, dv)
+        }
+        let reference = run(lq)
+        for rowBlock in [32, 7] {
+            let fast = run(rowBlock)
+            #expect(close(fast.out, reference.out, atol: 1e-6, rtol: 1e-5), "rowBlock \(rowBlock)")
+            #expect(close(fast.probs, reference.probs, atol: 1e-7, rtol: 1e-5), "rowBlock \(rowBlock): masked entries are exactly 0")
+            #expect(close(fast.dq, reference.dq, atol: 1e-5, rtol: 1e-4) && close(fast.dk, reference.dk, atol: 1e-5, rtol: 1e-4)
+                    && close(fast.dv, reference.dv, atol: 1e-5, rtol: 1e-4), "rowBlock \(rowBlock)")
+        }
+        // Query i sees key j only when j <= i + lk - lq.
+        for i in 0..<lq { for j in 0..<lk where j > i + lk - lq { #expect(reference.probs[i * lk + j] == 0) } }
+    }
+}

@@ -51,6 +51,8 @@ typedef struct {
     ///   w -= decay w;     w -= step_size m / (sqrt(v / b2t) + eps)
     void (*adam_step)(float *w, float *g, float *m, float *v, int64_t n, float b1, float b2,
                       float b2t, float step_size, float eps, float l2, float decay);
+    /// The first index i in [0, n) with x[i] > floor, or n: the top-K scan's skip (16 at a time).
+    int64_t (*first_above)(const float *x, int64_t n, float floor);
     /// The largest of x[0..n) (-inf for n = 0).
     float (*max_value)(const float *x, int64_t n);
 } sr_kernel_table;
