@@ -6,9 +6,9 @@ RELEASE_BIN  := .build/release/streamrec
 PYTEST_ARGS  ?=
 SHARED       ?= $(abspath ../shared)
 BENCH_DIR    := var/bench
-# OpenBLAS kernels for our side of `make bench`: auto lets OpenBLAS pick them from the CPU even
-# where the environment pins OPENBLAS_CORETYPE (this project's machines pin Haswell, the AVX2
-# kernels, on AVX-512 cores); any other value is passed as OPENBLAS_CORETYPE. Printed with the figures.
+# OpenBLAS kernels for our side of `make bench`: auto lets streamrec choose and verify them itself
+# (docs/operations.md, "CPU") even where the environment pins OPENBLAS_CORETYPE; any other value
+# is passed as OPENBLAS_CORETYPE, which streamrec respects. Printed with the figures.
 BENCH_KERNELS ?= auto
 BENCH_BLAS   := $(if $(filter auto,$(BENCH_KERNELS)),env -u OPENBLAS_CORETYPE,env OPENBLAS_CORETYPE=$(BENCH_KERNELS))
 
@@ -46,7 +46,7 @@ test: setup
 ## test-kernels: gradient checks, native-vs-scalar kernels, incremental-vs-full parity and MiniLM
 ## golden parity, once per OpenBLAS core this CPU supports (`streamrec doctor --cores`), each core
 ## set for that run alone; the environment of the other runs is left as found.
-NUMERIC_SUITES := GradientCheckTests|KernelTests|NativeKernelTests|BLASSelfCheckTests|SASRecIncrementalTests|DiffuRecSamplerTests|GoldenParityTests|SentenceEncoderTests
+NUMERIC_SUITES := GradientCheckTests|KernelTests|NativeKernelTests|BlockedAttentionTests|BLASSelfCheckTests|SASRecIncrementalTests|DiffuRecSamplerTests|GoldenParityTests|SentenceEncoderTests
 test-kernels: setup-system
 	@test -x $(CONFIG_DEBUG) || $(SWIFT) build --build-tests
 	@for core in $$($(CONFIG_DEBUG) doctor --cores); do \

@@ -126,6 +126,38 @@ public enum SASRecBenchmark {
     }
 }
 
+extension SASRecBenchmark {
+    /// Resident memory of a SASRec recommender (ML-1M shapes) holding `users` cached sessions of
+    /// `length` items each (every block's keys and values per position): the process's resident
+    /// size before and after, in bytes.
+    public static func cacheMemory(users: Int = 4096, length: Int = 50, items: Int = 3706) -> (before: Int, after: Int, perUser: Double) {
+        let m = model(items: items)
+        let recommender = m.bind(cacheUsers: users) { ItemID(Int($0.dropFirst())! + 1) }
+        let before = residentBytes()
+        var rng = RandomSource(seed: 6)
+        var i = 0
+        while i < users {
+            let requests = (i..<min(users, i + 256)).map { u in
+                RecommendationRequest(user: "u\(u)", history: (0..<length).map { _ in ItemID(rng.below(items) + 1) }, k: 10, exclude: [])
+            }
+            _ = recommender.recommend(requests)
+            i += 256
+        }
+        let after = residentBytes()
+        return (before, after, Double(after - before) / Double(users))
+    }
+
+    /// VmRSS of this process (Linux), in bytes; 0 where /proc is not there.
+    public static func residentBytes() -> Int {
+        guard let handle = FileHandle(forReadingAtPath: "/proc/self/status") else { return 0 }
+        defer { try? handle.close() }
+        let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kb = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+        return kb * 1024
+    }
+}
+
 public enum DiffuRecBenchmark {
     /// Beauty shapes as the peer's DiffuApprox: 12,101 items, d=128, L=100, 4 blocks, 4 heads,
     /// T=32 (the baseline variant: the peer has no cross-attention).

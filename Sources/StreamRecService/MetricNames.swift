@@ -21,6 +21,7 @@ public enum MetricNames {
     public static let itemsEmbedded = "streamrec_items_embedded_total"       // item texts run through the encoder (cold-start path)
     public static let itemsAdded = "streamrec_items_added_total"             // new items made rankable without a new snapshot
     public static let itemsRejected = "streamrec_items_rejected_total"       // items-topic records that are not {"title", "extra"?}
+    public static let pipelineStageSeconds = "streamrec_pipeline_stage_seconds_total" // dimension: stage (poll, parse, state, inference, encode, delivery, commit)
     public static let openblasKernels = "streamrec_openblas_kernels"         // 1, dimensions: core, library_pick, source (library, verified, user)
 }
 

@@ -9,6 +9,7 @@
 //   another instance) is replayed to rebuild sessions, without output below the committed offset.
 import Foundation
 import Logging
+import Metrics
 import StreamRecKafka
 import StreamRecModels
 import StreamRecStorage
@@ -84,21 +85,27 @@ public final class StageClock: @unchecked Sendable {
     private var totals = [UInt64](repeating: 0, count: Stage.allCases.count)
     private var batchCount = 0
     private var recordCount = 0
+    private let counters: [FloatingPointCounter]
 
-    public init() {}
+    public init(factory: MetricsFactory) {
+        counters = Stage.allCases.map {
+            FloatingPointCounter(label: MetricNames.pipelineStageSeconds, dimensions: [("stage", $0.rawValue)], factory: factory)
+        }
+    }
 
+    @discardableResult
     func add(_ stage: Stage, since start: UInt64) -> UInt64 {
         let now = DispatchTime.now().uptimeNanoseconds
-        lock.lock()
-        totals[Stage.allCases.firstIndex(of: stage)!] += now - start
-        lock.unlock()
+        add(now - start, to: stage)
         return now
     }
 
     func add(_ ns: UInt64, to stage: Stage) {
+        let index = Stage.allCases.firstIndex(of: stage)!
         lock.lock()
-        totals[Stage.allCases.firstIndex(of: stage)!] += ns
+        totals[index] += ns
         lock.unlock()
+        counters[index].increment(by: Double(ns) / 1e9)
     }
 
     func batch(records: Int) {
@@ -123,7 +130,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
     let logger: Logger
     let stop: StopSignal
     public let health = PipelineHealth()
-    public let clock = StageClock()
+    public let clock: StageClock
 
     /// Per partition: offsets below this were already answered by some instance of the group.
     private var emitFrom: [TopicPartition: Int64] = [:]
@@ -148,6 +155,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         self.metrics = metrics
         self.logger = logger
         self.stop = stop
+        clock = StageClock(factory: metrics.factory)
     }
 
     /// Runs until the stop signal is set, then drains and leaves the group. Blocking: call it on

@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference speed at the PyTorch peer's shapes (make bench runs the peer too).")
 
-    @Option(help: "Parts: all, sasrec-train, sasrec-infer, sasrec-stream (the serving path alone), diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps, 1 and 4 seeds); or swap (model swap latency on the embedded cluster; not part of all).") var only: String = "all"
+    @Option(help: "Parts: all, sasrec-train, sasrec-infer, sasrec-stream (the serving path alone), memory (resident size with 4,096 cached SASRec users; not part of all), diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps, 1 and 4 seeds); or swap (model swap latency on the embedded cluster; not part of all).") var only: String = "all"
     @Option(help: "Fewer sampling steps also measured for diffurec-infer (the peer runs all 32).") var fewSteps: Int = 4
     @Option(help: "Shrink the diffurec shapes (items,width,length,blocks), e.g. 2000,32,50,2, for a quick look.") var diffurecShape: String?
     @Option(help: "swap: the model served and swapped, sasrec or transition.") var swapModel: String = "sasrec"
@@ -32,6 +32,15 @@ struct Bench: ParsableCommand {
             for loss in [SASRecConfig.Loss.crossEntropy, .binary] {
                 let (rate, t) = SASRecBenchmark.training(loss: loss, steps: quick ? 3 : 10)
                 ours["sasrec_train_\(loss == .crossEntropy ? "ce" : "bce")"] = ["seq_per_s": rate, "p50_ms": t.p50Ms]
+            }
+        }
+        if only == "memory" {
+            // Resident size with 4,096 cached users at the serving window of 50 and at ML-1M's 200.
+            for length in [50, 200] {
+                let r = SASRecBenchmark.cacheMemory(users: 4096, length: length)
+                print(String(format: "SASRec (ML-1M shapes), 4,096 cached users of %d items: resident %.1f MB before, %.1f MB after, %.1f KB per cached user",
+                             length, Double(r.before) / 1e6, Double(r.after) / 1e6, r.perUser / 1e3))
+                ours["sasrec_cache_memory_\(length)"] = ["resident_mb": Double(r.after) / 1e6, "per_user_kb": r.perUser / 1e3]
             }
         }
         if only == "sasrec-stream" {
@@ -92,7 +101,7 @@ struct Bench: ParsableCommand {
             let figure = ours[key]!
             let metric = figure["seq_per_s"] != nil ? "seq_per_s" : figure["users_per_s"] != nil ? "users_per_s"
                 : figure["events_per_s"] != nil ? "events_per_s" : "p50_ms"
-            let mine = figure[metric]!
+            guard let mine = figure[metric] else { continue }   // e.g. memory figures, printed above
             let unit = ["p50_ms": "ms p50", "seq_per_s": "seq/s", "users_per_s": "users/s", "events_per_s": "events/s"][metric]!
             var line = key.padding(toLength: 32, withPad: " ", startingAt: 0) + String(format: "%10.2f ", mine) + unit.padding(toLength: 8, withPad: " ", startingAt: 0)
             if let theirs = peerFigures[key]?[metric] {
