@@ -442,9 +442,9 @@ public final class DiffuRec: @unchecked Sendable {
         guard !present.isEmpty, !seeds.isEmpty else { return }
         let windows = present.map { window(histories[$0]) }
         let b = present.count
-        let logits = UnsafeMutablePointer<Float>.allocate(capacity: b * v)
-        let total = UnsafeMutablePointer<Float>.allocate(capacity: b * v)
-        defer { logits.deallocate(); total.deallocate() }
+        let logits = TensorPool.allocate(b * v)
+        let total = TensorPool.allocate(b * v)
+        defer { TensorPool.deallocate(logits, count: b * v); TensorPool.deallocate(total, count: b * v) }
         let table = store["item_embedding"].data
         // All S seeded runs of every window sample in one packed batch (seed-major), so S > 1
         // adds rows to each step's GEMMs rather than whole sequential passes.

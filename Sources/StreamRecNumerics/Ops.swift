@@ -30,13 +30,18 @@ extension Tape {
         Tensor(zeros: shape, requiresGrad: recording && inputs.contains { $0.requiresGrad })
     }
 
+    /// An output the op writes in full before returning (not zeroed).
+    private func filledOutput(_ shape: [Int], _ inputs: Tensor...) -> Tensor {
+        Tensor(uninitialized: shape, requiresGrad: recording && inputs.contains { $0.requiresGrad })
+    }
+
     // MARK: - gather / scatter
 
     /// out[i] = x[ids[i]] (rows). An embedding lookup when x is a table; backward adds each
     /// row's gradient into only the rows it read (a sparse gradient).
     public func gather(_ x: Tensor, _ ids: [Int32]) -> Tensor {
         let d = x.cols
-        let out = output([ids.count, d], x)
+        let out = filledOutput([ids.count, d], x)
         for (i, id) in ids.enumerated() {
             precondition(id >= 0 && Int(id) < x.rows, "gather: row \(id) outside 0..<\(x.rows)")
             (out.data + i * d).update(from: x.data + Int(id) * d, count: d)
@@ -76,7 +81,7 @@ extension Tape {
     /// a + b, with b broadcast over a's leading axes when b is smaller (b.shape a suffix of a.shape).
     public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(a.count % b.count == 0 && Array(a.shape.suffix(b.shape.count)) == b.shape, "add: \(b.shape) does not broadcast to \(a.shape)")
-        let out = output(a.shape, a, b)
+        let out = filledOutput(a.shape, a, b)
         let n = b.count
         for r in 0..<(a.count / n) {
             let o = out.data + r * n, x = a.data + r * n
@@ -98,7 +103,7 @@ extension Tape {
     /// a * b elementwise, b broadcast as in add.
     public func mul(_ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(a.count % b.count == 0 && Array(a.shape.suffix(b.shape.count)) == b.shape, "mul: \(b.shape) does not broadcast to \(a.shape)")
-        let out = output(a.shape, a, b)
+        let out = filledOutput(a.shape, a, b)
         let n = b.count
         for r in 0..<(a.count / n) {
             let o = out.data + r * n, x = a.data + r * n
@@ -118,7 +123,7 @@ extension Tape {
     }
 
     public func scale(_ x: Tensor, _ s: Float) -> Tensor {
-        let out = output(x.shape, x)
+        let out = filledOutput(x.shape, x)
         for i in 0..<x.count { out.data[i] = x.data[i] * s }
         if out.requiresGrad { record { BLAS.axpy(x.count, s, out.grad, x.grad) } }
         return out
@@ -138,7 +143,7 @@ extension Tape {
 
     public func relu(_ x: Tensor) -> Tensor { pointwise(x, { max($0, 0) }, { $0 > 0 ? 1 : 0 }) }
     public func gelu(_ x: Tensor) -> Tensor {
-        let out = output(x.shape, x), n = x.count
+        let out = filledOutput(x.shape, x), n = x.count
         // Split over the cores in 4k-element chunks (an FFN layer's activations are 10^4-10^6 values).
         let grain = 4096
         Parallel.chunks((n + grain - 1) / grain) { range, _ in
@@ -165,7 +170,7 @@ extension Tape {
         let keep = 1 - p, s = 1 / keep
         var mask = [Float](repeating: 0, count: x.count)
         for i in 0..<x.count where rng.uniform() < keep { mask[i] = s }
-        let out = output(x.shape, x)
+        let out = filledOutput(x.shape, x)
         for i in 0..<x.count { out.data[i] = x.data[i] * mask[i] }
         if out.requiresGrad {
             record {
@@ -200,7 +205,8 @@ extension Tape {
     public func linear(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> Tensor {
         let n = x.rows, inDim = w.shape[0], outDim = w.shape[1]
         precondition(x.cols == inDim, "linear: input width \(x.cols) != weight rows \(inDim)")
-        let out = b.map { output(Array(x.shape.dropLast()) + [outDim], x, w, $0) } ?? output(Array(x.shape.dropLast()) + [outDim], x, w)
+        // Filled by the bias rows then the product (beta 1), or by the product alone (beta 0).
+        let out = b.map { filledOutput(Array(x.shape.dropLast()) + [outDim], x, w, $0) } ?? filledOutput(Array(x.shape.dropLast()) + [outDim], x, w)
         if let b {
             for r in 0..<n { (out.data + r * outDim).update(from: b.data, count: outDim) }
         }
@@ -229,7 +235,7 @@ extension Tape {
     /// Layer norm over the last axis with gain and bias.
     public func layerNorm(_ x: Tensor, _ gamma: Tensor, _ beta: Tensor, eps: Float = 1e-5) -> Tensor {
         let rows = x.rows, dim = x.cols
-        let out = output(x.shape, x, gamma, beta)
+        let out = filledOutput(x.shape, x, gamma, beta)
         let stats = UnsafeMutablePointer<Float>.allocate(capacity: 2 * rows)
         Parallel.chunks(rows, grain: 256) { range, _ in
             let r0 = range.lowerBound
@@ -311,7 +317,8 @@ extension Tape {
         for s in 0..<qLayout.count {
             for h in 0..<heads { probOffsets[s * heads + h + 1] = probOffsets[s * heads + h] + qLayout.lengths[s] * kLayout.lengths[s] }
         }
-        let probs = UnsafeMutablePointer<Float>.allocate(capacity: max(1, probOffsets.last!))
+        let probsCount = max(1, probOffsets.last!)
+        let probs = TensorPool.allocate(probsCount)
         let outData = out.data
         Parallel.each(qLayout.count * heads) { job in
             let s = job / heads, h = job % heads
@@ -322,13 +329,14 @@ extension Tape {
                                      v: v + ko * ldkv + h * dh, ldv: ldkv, out: outData + qo * d + h * dh, ldo: d,
                                      probs: probs + probOffsets[job], lq: lq, lk: lk, dh: dh, causal: causal)
         }
-        guard needsGrad else { probs.deallocate(); return out }
+        guard needsGrad else { TensorPool.deallocate(probs, count: probsCount); return out }
         record {
             let (dq, ldgq, dk, dv, ldg) = grads()
             let g = out.grad
             // Each (sequence, head) writes disjoint rows/columns of dq, dk, dv: safe in parallel.
             let maxProduct = (0..<qLayout.count).map { qLayout.lengths[$0] * kLayout.lengths[$0] }.max() ?? 0
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(1, maxProduct) * Parallel.workers)
+            let scratchCount = max(1, maxProduct) * Parallel.workers
+            let scratch = TensorPool.allocate(scratchCount)
             Parallel.chunks(qLayout.count * heads) { jobs, worker in
                 for job in jobs {
                     let s = job / heads, h = job % heads
@@ -344,8 +352,8 @@ extension Tape {
                                               scratch: scratch + worker * max(1, maxProduct), lq: lq, lk: lk, dh: dh, causal: causal)
                 }
             }
-            scratch.deallocate()
-            probs.deallocate()
+            TensorPool.deallocate(scratch, count: scratchCount)
+            TensorPool.deallocate(probs, count: probsCount)
         }
         return out
     }
@@ -366,10 +374,10 @@ extension Tape {
         let needsGrad = out.requiresGrad
         let norm = 1 / Float(counted)
         let workers = Parallel.workers
-        let dh: UnsafeMutablePointer<Float>? = needsGrad && h.requiresGrad ? .allocate(capacity: n * d) : nil
-        let dTable: UnsafeMutablePointer<Float>? = needsGrad && table.requiresGrad ? .allocate(capacity: workers * vocab * d) : nil
+        let dh: UnsafeMutablePointer<Float>? = needsGrad && h.requiresGrad ? TensorPool.allocate(n * d) : nil
+        let dTable: UnsafeMutablePointer<Float>? = needsGrad && table.requiresGrad ? TensorPool.allocate(workers * vocab * d) : nil
         dTable?.initialize(repeating: 0, count: workers * vocab * d)
-        let logitsAll = UnsafeMutablePointer<Float>.allocate(capacity: workers * block * vocab)
+        let logitsAll = TensorPool.allocate(workers * block * vocab)
         var losses = [Double](repeating: 0, count: workers)
         let blocks = (n + block - 1) / block
         losses.withUnsafeMutableBufferPointer { lossBuffer in
@@ -404,15 +412,19 @@ extension Tape {
                 }
             }
         }
-        logitsAll.deallocate()
+        TensorPool.deallocate(logitsAll, count: workers * block * vocab)
         out.data[0] = Float(losses.reduce(0, +) / Double(counted))
-        guard needsGrad else { dh?.deallocate(); dTable?.deallocate(); return out }
+        guard needsGrad else {
+            if let dh { TensorPool.deallocate(dh, count: n * d) }
+            if let dTable { TensorPool.deallocate(dTable, count: workers * vocab * d) }
+            return out
+        }
         record {
             let g = out.grad[0]
-            if let dh { BLAS.axpy(n * d, g, dh, h.grad); dh.deallocate() }
+            if let dh { BLAS.axpy(n * d, g, dh, h.grad); TensorPool.deallocate(dh, count: n * d) }
             if let dTable {
                 for w in 0..<workers { BLAS.axpy(vocab * d, g, dTable + w * vocab * d, table.grad) }
-                dTable.deallocate()
+                TensorPool.deallocate(dTable, count: workers * vocab * d)
             }
         }
         return out

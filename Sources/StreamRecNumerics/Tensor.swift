@@ -19,8 +19,20 @@ public final class Tensor: @unchecked Sendable {
     public init(zeros shape: [Int], requiresGrad: Bool = false) {
         self.shape = shape
         count = shape.reduce(1, *)
-        data = .allocate(capacity: max(count, 1))
+        data = TensorPool.allocate(max(count, 1))
         data.initialize(repeating: 0, count: max(count, 1))
+        self.requiresGrad = requiresGrad
+        ownsData = true
+        ownsGrad = true
+    }
+
+    /// A new tensor whose every element the caller writes before anyone reads it (op outputs
+    /// that a product with beta = 0 or an elementwise loop fills): skips zeroing, which was 5%
+    /// of a batched inference.
+    init(uninitialized shape: [Int], requiresGrad: Bool) {
+        self.shape = shape
+        count = shape.reduce(1, *)
+        data = TensorPool.allocate(max(count, 1))
         self.requiresGrad = requiresGrad
         ownsData = true
         ownsGrad = true
@@ -44,14 +56,14 @@ public final class Tensor: @unchecked Sendable {
     }
 
     deinit {
-        if ownsData { data.deallocate() }
-        if ownsGrad, let gradBuffer { gradBuffer.deallocate() }
+        if ownsData { TensorPool.deallocate(data, count: max(count, 1)) }
+        if ownsGrad, let gradBuffer { TensorPool.deallocate(gradBuffer, count: max(count, 1)) }
     }
 
     /// The gradient, allocated zeroed on first use.
     public var grad: UnsafeMutablePointer<Float> {
         if let gradBuffer { return gradBuffer }
-        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+        let buffer = TensorPool.allocate(max(count, 1))
         buffer.initialize(repeating: 0, count: max(count, 1))
         gradBuffer = buffer
         return buffer
