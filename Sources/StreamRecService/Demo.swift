@@ -175,6 +175,10 @@ public enum Demo {
         let span = reader.arrivalSpan()
         let backlogSeconds = span.seconds * Double(backlogCount) / Double(max(span.count - 1, 1))
         say(String(format: "backlog of %d events answered at %.0f events/s", backlogCount, Double(backlogCount) / max(backlogSeconds, 1e-9)))
+        let drained = stack.pipeline.clock.read()
+        say(String(format: "  in %d micro-batches (%.0f records each); the pipeline's time: %@", drained.batches,
+                   Double(drained.records) / Double(max(drained.batches, 1)),
+                   drained.seconds.map { String(format: "%@ %.3f s", $0.stage.rawValue, $0.seconds) }.joined(separator: ", ")))
 
         // 6. Latency: the rest at a steady rate, each event stamped with its send time.
         reader.startLatencyWindow()
