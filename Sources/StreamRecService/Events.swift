@@ -54,6 +54,10 @@ public enum EventParser {
         guard String(validating: value, as: UTF8.self) != nil else {
             return .failure(Rejection(code: .invalidUTF8, reason: "value is not valid UTF-8"))
         }
+        if let offset = trailingComma(value) {
+            // Foundation's parser accepts `{"a":1,}`; JSON (RFC 8259) does not, and neither do we.
+            return .failure(Rejection(code: .malformedJSON, reason: "value is not JSON: a trailing comma at byte \(offset)"))
+        }
         let object: Any
         do {
             object = try JSONSerialization.jsonObject(with: Data(value), options: [.fragmentsAllowed])
@@ -67,7 +71,7 @@ public enum EventParser {
         let item: String
         switch requiredString(dict, "user", rules) { case .success(let s): user = s; case .failure(let r): return .failure(r) }
         switch requiredString(dict, "item", rules) { case .success(let s): item = s; case .failure(let r): return .failure(r) }
-        guard let rawTs = dict["ts"] else {
+        guard let rawTs = dict["ts"], !(rawTs is NSNull) else {
             return .failure(Rejection(code: .missingField, reason: "field \"ts\" (milliseconds since the epoch) is missing"))
         }
         guard let ts = integer(rawTs) else {
@@ -101,6 +105,26 @@ public enum EventParser {
             }
         }
         return .success(InteractionEvent(user: user, item: item, timestampMs: ts, type: type, id: id))
+    }
+
+    /// The offset of a comma followed (after whitespace) by `}` or `]` outside strings, or nil.
+    static func trailingComma(_ bytes: [UInt8]) -> Int? {
+        var inString = false, escaped = false
+        var lastComma: Int? = nil
+        for (i, b) in bytes.enumerated() {
+            if inString {
+                if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch b {
+            case UInt8(ascii: "\""): inString = true; lastComma = nil
+            case UInt8(ascii: ","): lastComma = i
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): if let lastComma { return lastComma }
+            case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"): break
+            default: lastComma = nil
+            }
+        }
+        return nil
     }
 
     private static func requiredString(_ dict: [String: Any], _ field: String, _ rules: EventRules) -> Result<String, Rejection> {

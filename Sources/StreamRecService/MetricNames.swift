@@ -87,6 +87,12 @@ public final class PipelineMetrics: @unchecked Sendable {
         dlq[code.rawValue]!.increment()
     }
 
+    /// Drops a partition's lag series when the partition leaves this instance (a stale value
+    /// would read as lag nobody is working off).
+    func clearLag(partition: Int32) {
+        lag.removeValue(forKey: String(partition))?.destroy()
+    }
+
     func setLag(partition: Int32, _ value: Int64) {
         let key = String(partition)
         if lag[key] == nil {

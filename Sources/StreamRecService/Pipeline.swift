@@ -138,6 +138,8 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
     /// so replays of old data behave exactly like live traffic.
     private var eventTimeWatermark: Int64 = 0
     private var lastLagUpdate = 0.0
+    /// Set by a rebalance callback that could not read local state; the loop throws it.
+    private var assignmentFailure: PipelineError?
     /// Last offset seen per partition, to notice records a broker let the consumer skip.
     private var lastOffset: [TopicPartition: Int64] = [:]
     /// Held for each whole micro-batch. Vocabulary is single-threaded; a hot reload binds the new
@@ -173,6 +175,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
                 let pollStart = DispatchTime.now().uptimeNanoseconds
                 let batch = try consumer.poll(maxMessages: config.pipeline.maxBatch, timeoutMs: config.pipeline.pollTimeoutMs)
                 _ = clock.add(.poll, since: pollStart)
+                if let failure = assignmentFailure { throw failure }
                 health.polled(at: Self.nowMs())
                 if !batch.isEmpty {
                     try process(batch)
@@ -306,8 +309,13 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         }
         _ = clock.add(.commit, since: commitStart)
         if config.pipeline.sweepPerBatch > 0 {
-            let swept = (try? sessions.sweepExpired(nowMs: eventTimeWatermark, limit: config.pipeline.sweepPerBatch)) ?? 0
-            if swept > 0 { metrics.sessionsExpired.increment(by: swept) }
+            do {
+                let swept = try sessions.sweepExpired(nowMs: eventTimeWatermark, limit: config.pipeline.sweepPerBatch)
+                if swept > 0 { metrics.sessionsExpired.increment(by: swept) }
+            } catch {
+                // Expired sessions stay until the next sweep; nothing served depends on it.
+                logger.warning("sweeping expired sessions failed: \(error)")
+            }
         }
     }
 
@@ -421,7 +429,17 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         }
         var starts: [TopicPartition: StartOffset] = [:]
         for tp in partitions {
-            let local = (try? sessions.nextOffset(topic: tp.topic, partition: tp.partition)) ?? nil
+            let local: Int64?
+            do {
+                local = try sessions.nextOffset(topic: tp.topic, partition: tp.partition)
+            } catch {
+                // Unknown local state must never read as "no state": replaying from the start
+                // would append every event again to sessions that already hold them. Stop loudly
+                // (the loop throws right after this poll, before any record is processed).
+                assignmentFailure = PipelineError(code: .storage, message: "LevelDB: reading the stored offset of \(tp) failed (\(error)); stopping instead of replaying it onto existing sessions")
+                starts[tp] = .end
+                continue
+            }
             starts[tp] = local.map { .offset($0) } ?? .beginning
             lastOffset[tp] = local.map { $0 - 1 }
             emitFrom[tp] = committed[tp] ?? 0
@@ -446,11 +464,22 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         }
         var offsets: [TopicPartition: Int64] = [:]
         for tp in partitions {
-            if let next = (try? sessions.nextOffset(topic: tp.topic, partition: tp.partition)) ?? nil { offsets[tp] = next }
+            do {
+                if let next = try sessions.nextOffset(topic: tp.topic, partition: tp.partition) { offsets[tp] = next }
+            } catch {
+                // Not committing it to the group is safe (the next owner starts lower, never higher).
+                logger.error("revoke: reading the stored offset of \(tp) failed: \(error); its group offset is left as it was")
+            }
             emitFrom[tp] = nil
             lastOffset[tp] = nil
+            metrics.clearLag(partition: tp.partition)
         }
-        try? consumer.commit(offsets, async: false)
+        do {
+            try consumer.commit(offsets, async: false)
+        } catch {
+            metrics.consumerErrors.increment()
+            logger.warning("revoke: committing group offsets failed (LevelDB holds the truth): \(error)")
+        }
         metrics.assignedPartitions.record(0)
     }
 

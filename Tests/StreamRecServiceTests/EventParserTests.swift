@@ -17,6 +17,9 @@ import Testing
         // Unknown extra fields are allowed (forward compatibility); a float with no fraction is an integer.
         let extra = try parse(#"{"user":"u1","item":"i9","ts":7.0,"page":"home","type":null}"#).get()
         #expect(extra.timestampMs == 7)
+        // Commas and brackets inside strings are not structure.
+        let commas = try parse(#"{"user":"u1","item":"a,}b,]","ts":1}"#).get()
+        #expect(commas.item == "a,}b,]")
         let unicode = try parse(#"{"user":"u1","item":"café ☕","ts":1}"#).get()
         #expect(unicode.item == "café ☕")
     }
@@ -33,6 +36,9 @@ import Testing
         (#"{"user":"u1","ts":1}"#, "u1", .missingField),
         (#"{"user":"u1","item":"i1"}"#, "u1", .missingField),
         (#"{"user":"u1","item":null,"ts":1}"#, "u1", .missingField),
+        (#"{"user":"u1","item":"i1","ts":null}"#, "u1", .missingField),
+        (#"{"user":"u1","item":"i1","ts":1,}"#, "u1", .malformedJSON),
+        (#"{"user":"u1","item":"i1","ts":1, "tags":["a",]}"#, "u1", .malformedJSON),
         (#"{"user":1,"item":"i1","ts":1}"#, "u1", .badType),
         (#"{"user":"u1","item":["i1"],"ts":1}"#, "u1", .badType),
         (#"{"user":"u1","item":"i1","ts":"yesterday"}"#, "u1", .badType),

@@ -18,6 +18,9 @@ final class RDKafkaClient: @unchecked Sendable {
     var onRebalance: ((RebalanceEvent) -> [TopicPartition: StartOffset])?
     var onDelivery: ((_ token: Int, _ error: KafkaError?) -> Void)?
     private var closed = false
+    /// Failures inside the rebalance callback (which cannot throw), returned by the next
+    /// consumerPoll on the same thread; a fatal one stops the consumer's owner.
+    private var rebalanceFailures: [(error: KafkaError, fatal: Bool)] = []
 
     init(kind: Kind, properties: [String: String]) throws(KafkaError) {
         self.kind = kind
@@ -102,7 +105,16 @@ final class RDKafkaClient: @unchecked Sendable {
 
     /// One message, an error, or nil on timeout. Serves rebalance callbacks.
     func consumerPoll(timeoutMs: Int32) -> Polled? {
-        guard let msg = rd_kafka_consumer_poll(handle, timeoutMs) else { return nil }
+        if !rebalanceFailures.isEmpty { let f = rebalanceFailures.removeFirst(); return .error(f.error, fatal: f.fatal) }
+        let polled = rd_kafka_consumer_poll(handle, timeoutMs)
+        // A rebalance inside this poll that failed comes first: the record (not yet processed,
+        // so not committed) is fetched again by whoever owns its partition next.
+        if !rebalanceFailures.isEmpty {
+            if let polled { rd_kafka_message_destroy(polled) }
+            let f = rebalanceFailures.removeFirst()
+            return .error(f.error, fatal: f.fatal)
+        }
+        guard let msg = polled else { return nil }
         defer { rd_kafka_message_destroy(msg) }
         let m = msg.pointee
         if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
@@ -157,23 +169,39 @@ final class RDKafkaClient: @unchecked Sendable {
                 case .committed: list.elems[i].offset = Int64(RD_KAFKA_OFFSET_STORED)
                 }
             }
-            Self.assignChecked(handle, partitions)
-        default:
-            // Revoke (or a rebalance error): give up the assignment after the listener drained.
+            if let failure = Self.assignChecked(handle, partitions) {
+                // Consuming on without the assignment would leave these partitions unanswered.
+                rebalanceFailures.append((KafkaError(.consume, "assigning \(tps.map(\.description).joined(separator: ", ")) failed: \(failure)"), true))
+            }
+        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+            // Give up the assignment after the listener drained and committed.
             _ = onRebalance?(.revoke(tps))
-            Self.assignChecked(handle, nil)
+            if let failure = Self.assignChecked(handle, nil) {
+                rebalanceFailures.append((KafkaError(.consume, "giving up \(tps.map(\.description).joined(separator: ", ")) failed: \(failure)"), true))
+            }
+        default:
+            // A rebalance error: librdkafka asks the application to drop its assignment, which
+            // the listener sees as a revoke (it drains and commits); the error itself is reported
+            // (consumer errors metric, log), not hidden.
+            rebalanceFailures.append((KafkaError(.consume, "rebalance error: \(Self.describe(err)); partitions \(tps.map(\.description).joined(separator: ", ")) given up until the group rebalances", brokerCode: err.rawValue), false))
+            _ = onRebalance?(.revoke(tps))
+            if let failure = Self.assignChecked(handle, nil) {
+                rebalanceFailures.append((KafkaError(.consume, "giving up the assignment after a rebalance error failed: \(failure)"), true))
+            }
         }
     }
 
-    private static func assignChecked(_ rk: OpaquePointer, _ list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) {
+    /// Applies an assignment (nil: none); returns why it failed, or nil.
+    private static func assignChecked(_ rk: OpaquePointer, _ list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) -> String? {
         // A cooperative assignor would need incremental_assign; we configure an eager one.
         if rd_kafka_rebalance_protocol(rk).map({ String(cString: $0) }) == "COOPERATIVE" {
-            if let list {
-                if let e = rd_kafka_incremental_assign(rk, list) { rd_kafka_error_destroy(e) }
-            }
-            return
+            guard let list else { return nil }
+            guard let e = rd_kafka_incremental_assign(rk, list) else { return nil }
+            defer { rd_kafka_error_destroy(e) }
+            return String(cString: rd_kafka_error_string(e))
         }
-        _ = rd_kafka_assign(rk, list)
+        let err = rd_kafka_assign(rk, list)
+        return err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : describe(err)
     }
 
     /// Manual assignment (no group membership): each partition starts where `starts` says.
