@@ -44,7 +44,8 @@ test: setup
 	$(MAKE) --no-print-directory test-realbroker
 
 ## test-kernels: gradient checks, native-vs-scalar kernels, incremental-vs-full parity and MiniLM
-## golden parity, once per OpenBLAS core this CPU supports (`streamrec doctor --cores`), each core
+## golden parity, once per OpenBLAS core this CPU supports that passes its self-check (`streamrec
+## doctor --cores`; a core that fails is never chosen, and doctor says why), each core
 ## set for that run alone; the environment of the other runs is left as found.
 NUMERIC_SUITES := GradientCheckTests|KernelTests|NativeKernelTests|BlockedAttentionTests|BLASSelfCheckTests|SASRecIncrementalTests|DiffuRecSamplerTests|GoldenParityTests|SentenceEncoderTests
 test-kernels: setup-system

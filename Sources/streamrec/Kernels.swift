@@ -97,12 +97,20 @@ struct Doctor: ParsableCommand {
 
     @OptionGroup var common: CommonOptions
     @Flag(help: "Self-check every OpenBLAS core the CPU supports now, each in a child process (refreshes the cache).") var checkAll = false
-    @Flag(help: "Print only the OpenBLAS cores this CPU supports, one a line (make test-kernels runs the numeric tests under each).") var cores = false
+    @Flag(help: "Print only the OpenBLAS cores this CPU supports that pass their self-check now, one a line (make test-kernels runs the numeric tests under each; a core that fails is never chosen).") var cores = false
 
     func run() throws {
         let cpu = CPUInfo.current
         if cores {
-            for (core, _) in OpenBLASCores.candidates(for: cpu) { print(core) }
+            let environment = ProcessInfo.processInfo.environment
+            for (core, _) in OpenBLASCores.candidates(for: cpu) {
+                let verdict = KernelStartup.selfCheck(core: core, environment: environment)
+                if verdict.passed {
+                    print(core)
+                } else {
+                    FileHandle.standardError.write(Data("\(core): ruled out, \(verdict.detail)\n".utf8))
+                }
+            }
             return
         }
         let logger = common.makeLogger("streamrec.doctor")
@@ -127,14 +135,12 @@ struct Doctor: ParsableCommand {
         print("verdict cache  \(VerdictCache.defaultDirectory(environment: environment).appendingPathComponent("openblas-kernels.json").path)")
         if checkAll {
             let cache = VerdictCache(directory: VerdictCache.defaultDirectory(environment: environment), cpu: cpu, library: BLAS.libraryIdentity)
-            var failed = 0
+            // A failing core is a finding, not an error of this command: the choice never uses it.
             for (core, tier) in OpenBLASCores.candidates(for: cpu) {
                 let verdict = KernelStartup.selfCheck(core: core, environment: environment)
                 do { try cache.store(verdict) } catch { logger.warning("could not cache the verdict: \(error)") }
-                if !verdict.passed { failed += 1 }
                 print("check          \(core) (\(tier)): \(verdict.passed ? "passed" : "FAILED"), \(verdict.detail)")
             }
-            if failed > 0 { throw ExitCode(1) }
         }
     }
 }
