@@ -166,12 +166,12 @@ public enum BLASSelfCheck {
 
     /// Runs every shape; returns (passed, worst error as a fraction of its bound, or the failure).
     public static func run() -> (passed: Bool, detail: String) {
-        var rng = SplitMix(seed: 0x5eed)
+        var rng = RandomSource(seed: 0x5eed)
         var worst = 0.0
         for s in gemmShapes {
-            let a = (0..<(s.m * s.k)).map { _ in rng.nextFloat() }
-            let b = (0..<(s.k * s.n)).map { _ in rng.nextFloat() }
-            let c0 = (0..<(s.m * s.n)).map { _ in rng.nextFloat() }
+            let a = (0..<(s.m * s.k)).map { _ in (rng.uniform() * 2 - 1) }
+            let b = (0..<(s.k * s.n)).map { _ in (rng.uniform() * 2 - 1) }
+            let c0 = (0..<(s.m * s.n)).map { _ in (rng.uniform() * 2 - 1) }
             var c = c0
             let lda = s.transA ? s.m : s.k, ldb = s.transB ? s.k : s.n
             a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
@@ -198,9 +198,9 @@ public enum BLASSelfCheck {
             }
         }
         for s in gemvShapes {
-            let a = (0..<(s.m * s.n)).map { _ in rng.nextFloat() }
+            let a = (0..<(s.m * s.n)).map { _ in (rng.uniform() * 2 - 1) }
             let xLength = s.trans ? s.m : s.n, yLength = s.trans ? s.n : s.m
-            let x = (0..<xLength).map { _ in rng.nextFloat() }
+            let x = (0..<xLength).map { _ in (rng.uniform() * 2 - 1) }
             var y = [Float](repeating: 0, count: yLength)
             a.withUnsafeBufferPointer { ap in x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
                 BLAS.gemv(trans: s.trans, m: s.m, n: s.n, a: ap.baseAddress!, lda: s.n, x: xp.baseAddress!, y: yp.baseAddress!)
@@ -276,19 +276,4 @@ public enum SelfCheckRunner {
         default: ""
         }
     }
-}
-
-/// A small deterministic generator for the self-check's data.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    mutating func nextFloat() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
 }

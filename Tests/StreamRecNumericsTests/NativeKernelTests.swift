@@ -5,8 +5,8 @@ import Testing
 @testable import StreamRecNumerics
 
 private func random(_ n: Int, seed: UInt64, scale: Float = 3) -> [Float] {
-    var rng = SplitMix(seed: seed)
-    return (0..<n).map { _ in rng.nextFloat() * scale }
+    var rng = RandomSource(seed: seed)
+    return (0..<n).map { _ in (rng.uniform() * 2 - 1) * scale }
 }
 
 /// |a - b| <= atol + rtol |b| everywhere.
