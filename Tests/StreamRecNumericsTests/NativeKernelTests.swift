@@ -92,6 +92,20 @@ private let sizes = [1, 7, 16, 33, 64, 129, 1000]
     }
 
     @Test(arguments: KernelSet.supported.map(\.level))
+    func firstAboveSkipsOnlyWhatCannotEnter(level: Int) {
+        let k = KernelSet.supported.first { $0.level == level }!
+        for n in sizes {
+            var x = random(n, seed: 51, scale: 1)
+            // NaN (at a chunk's first lane too) and -infinity never count as above.
+            for i in stride(from: 0, to: n, by: 16) { x[i] = .nan }
+            for i in stride(from: 5, to: n, by: 9) { x[i] = -.infinity }
+            for floor: Float in [-2, -0.5, 0, 0.5, 0.99, 2] {
+                #expect(k.firstAbove(x, n, floor) == ScalarKernels.firstAbove(x, n, floor), "n \(n), floor \(floor)")
+            }
+        }
+    }
+
+    @Test(arguments: KernelSet.supported.map(\.level))
     func adamStepMatchesTheFormula(level: Int) {
         let k = KernelSet.supported.first { $0.level == level }!
         for (l2, decay) in [(Float(0), Float(0)), (0.01, 0), (0, 1e-4)] {

@@ -88,4 +88,20 @@ import Testing
         let long = String(repeating: "a", count: 300)
         if case .failure(let r) = parse(#"{"user":"u1","item":"\#(long)","ts":1}"#) { #expect(r.code == .badValue) } else { Issue.record("accepted") }
     }
+
+    @Test func outputJSONEscapesWhatItMustAndParsesBack() throws {
+        var json = JSONBytes(capacity: 64)
+        let tricky = "q\"b\\n\nr\rt\t\u{01}\u{1f}é☕"
+        json.raw("{\"s\":"); json.string(tricky)
+        json.raw(",\"f\":"); json.number(0.1)
+        json.raw(",\"inf\":"); json.number(.infinity)
+        json.raw(",\"i\":"); json.int(-42)
+        json.raw("}")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.bytes)) as? [String: Any])
+        #expect(object["s"] as? String == tricky)
+        #expect((object["f"] as? NSNumber)?.floatValue == 0.1)
+        #expect((object["inf"] as? NSNumber)?.intValue == 0)
+        #expect((object["i"] as? NSNumber)?.intValue == -42)
+    }
 }
+
