@@ -121,12 +121,11 @@ static float KFN(max_value)(const float *x, int64_t n) {
 static int64_t KFN(first_above)(const float *x, int64_t n, float floor) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        // A branch-free max over 16 lanes, one vector compare per chunk. It starts from -inf,
-        // not x[i]: a NaN start would never be replaced and would hide the chunk (NaN loses
-        // every comparison, so it is skipped like a masked row).
-        float m = -INFINITY;
-        for (int j = 0; j < 16; j++) m = x[i + j] > m ? x[i + j] : m;
-        if (m > floor) break;
+        // One vector compare per chunk: any lane above the floor? (NaN loses every comparison,
+        // so it is skipped like a masked row.) An integer OR, so no reassociation is needed.
+        int any = 0;
+        for (int j = 0; j < 16; j++) any |= x[i + j] > floor;
+        if (any) break;
     }
     for (; i < n; i++) if (x[i] > floor) return i;
     return n;
