@@ -1,4 +1,5 @@
-// Process-wide allocator settings for tensor-heavy work.
+// Process-wide allocator settings for tensor-heavy work, and the pool of large tensor buffers.
+import Foundation
 
 #if os(Linux)
 /// glibc's mallopt(3); <malloc.h> is not part of the Glibc module.
@@ -20,7 +21,6 @@ enum Allocator {
     }()
 }
 
-import Foundation
 
 /// Large tensor buffers, kept after a tensor dies for the next one of the same size class.
 /// A training step allocates the same activation shapes every time; served from the system

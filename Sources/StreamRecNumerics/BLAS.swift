@@ -4,6 +4,7 @@
 // nothing, while splitting rows over the two cores ourselves nearly doubles throughput
 // (see Parallel.swift). One place sets it so the two never oversubscribe the cores.
 import COpenBLAS
+import Foundation
 
 public enum BLAS {
     /// C[m,n] = alpha * op(A)[m,k] * op(B)[k,n] + beta * C, all row-major.
@@ -56,7 +57,6 @@ extension BLAS {
     public static var libraryThreads: Int { Int(openblas_get_num_threads()) }
 }
 
-import Foundation
 
 extension BLAS {
     /// The OpenBLAS file this process mapped (which variant: pthread, openmp), from /proc/self/maps.
