@@ -71,36 +71,6 @@ public enum Kernels {
         native.geluBackward(x, dout, dx, n)
     }
 
-    /// Sum with 8 independent accumulators (vectorises without fast-math reassociation).
-    @inline(__always)
-    public static func sum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-        var acc = SIMD8<Float>(repeating: 0)
-        var i = 0
-        while i + 8 <= n {
-            acc += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-            i += 8
-        }
-        var total = acc.sum()
-        while i < n { total += x[i]; i += 1 }
-        return total
-    }
-
-    /// Sum of (x[i] - mean)^2, 8 accumulators.
-    @inline(__always)
-    public static func squaredDeviations(_ x: UnsafePointer<Float>, from mean: Float, _ n: Int) -> Float {
-        var acc = SIMD8<Float>(repeating: 0)
-        let m = SIMD8<Float>(repeating: mean)
-        var i = 0
-        while i + 8 <= n {
-            let d = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - m
-            acc += d * d
-            i += 8
-        }
-        var total = acc.sum()
-        while i < n { let d = x[i] - mean; total += d * d; i += 1 }
-        return total
-    }
-
     @inline(__always)
     public static func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float { native.maximum(x, n) }
 
@@ -157,6 +127,17 @@ public enum Kernels {
     /// half the work of a full lq x lk product at L = 200).
     public static let causalRowBlock = 32
 
+    /// The query blocks of attention over lq queries and lk keys, with how many leading keys each
+    /// block sees: one block of every key unless causal; causal blocks of `rowBlock` rows see keys
+    /// up to their last row. Forward and backward walk the same blocks.
+    static func queryBlocks(lq: Int, lk: Int, causal: Bool, rowBlock: Int) -> [(rows: Range<Int>, visible: Int)] {
+        let block = causal ? max(1, rowBlock) : max(1, lq)
+        return stride(from: 0, to: lq, by: block).map { i0 in
+            let i1 = min(lq, i0 + block)
+            return (i0..<i1, causal ? min(lk, max(0, i1 + lk - lq)) : lk)
+        }
+    }
+
     /// One head of scaled dot-product attention for one sequence.
     ///   q [lq, dh] (row stride ldq), k and v [lk, dh] (strides ldk, ldv), out [lq, dh] (ldo)
     ///   probs [lq, lk] contiguous: the softmax, kept for backward (masked entries exactly 0)
@@ -168,11 +149,8 @@ public enum Kernels {
                                         rowBlock: Int = causalRowBlock) {
         let scale = 1 / Float(dh).squareRoot()
         let shift = lk - lq
-        let block = causal ? max(1, rowBlock) : lq
-        var i0 = 0
-        while i0 < lq {
-            let i1 = min(lq, i0 + block), rows = i1 - i0
-            let visible = causal ? min(lk, max(0, i1 + shift)) : lk
+        for (range, visible) in queryBlocks(lq: lq, lk: lk, causal: causal, rowBlock: rowBlock) {
+            let i0 = range.lowerBound, i1 = range.upperBound, rows = range.count
             BLAS.gemm(transB: true, m: rows, n: visible, k: dh, alpha: scale, a: q + i0 * ldq, lda: ldq, b: k, ldb: ldk,
                       c: probs + i0 * lk, ldc: lk)
             for i in i0..<i1 {
@@ -189,7 +167,6 @@ public enum Kernels {
             } else {
                 for i in i0..<i1 { (out + i * ldo).update(repeating: 0, count: dh) }
             }
-            i0 = i1
         }
     }
 
@@ -202,14 +179,8 @@ public enum Kernels {
                                          scratch: UnsafeMutablePointer<Float>, lq: Int, lk: Int, dh: Int, causal: Bool = false,
                                          rowBlock: Int = causalRowBlock) {
         let scale = 1 / Float(dh).squareRoot()
-        let shift = lk - lq
-        let block = causal ? max(1, rowBlock) : lq
-        var i0 = 0
-        while i0 < lq {
-            let i1 = min(lq, i0 + block), rows = i1 - i0
-            let visible = causal ? min(lk, max(0, i1 + shift)) : lk
-            defer { i0 = i1 }
-            guard visible > 0 else { continue }
+        for (range, visible) in queryBlocks(lq: lq, lk: lk, causal: causal, rowBlock: rowBlock) where visible > 0 {
+            let i0 = range.lowerBound, rows = range.count
             let p = probs + i0 * lk, ds = scratch + i0 * lk
             // dV += P^T dO
             if let dv { BLAS.gemm(transA: true, m: visible, n: dh, k: rows, a: p, lda: lk, b: dout + i0 * lddo, ldb: lddo, beta: 1, c: dv, ldc: lddv) }

@@ -321,10 +321,14 @@ final class DemoReader: @unchecked Sendable {
         }
     }
 
-    /// Every answer parsed (after the run), with when it arrived and whether it was timed.
+    /// Every answer parsed (once, after the run), with when it arrived and whether it was timed.
+    private var parsed: (arrivals: Int, answers: [(answer: Answer, arrivedMs: Double, timed: Bool)])?
     private func parsedAnswers() -> [(answer: Answer, arrivedMs: Double, timed: Bool)] {
-        lock.lock(); let all = arrivals; lock.unlock()
-        return all.compactMap { a in Self.parse(a.value).map { ($0, a.arrivedMs, a.timed) } }
+        lock.lock(); defer { lock.unlock() }
+        if let parsed, parsed.arrivals == arrivals.count { return parsed.answers }
+        let answers = arrivals.compactMap { a in Self.parse(a.value).map { ($0, a.arrivedMs, a.timed) } }
+        parsed = (arrivals.count, answers)
+        return answers
     }
 
     /// Timed answers: event sent -> answer read (ms), and its two halves: sent -> produced (input
