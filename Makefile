@@ -12,9 +12,9 @@ BENCH_DIR    := var/bench
 BENCH_KERNELS ?= auto
 BENCH_BLAS   := $(if $(filter auto,$(BENCH_KERNELS)),env -u OPENBLAS_CORETYPE,env OPENBLAS_CORETYPE=$(BENCH_KERNELS))
 
-.PHONY: setup setup-system setup-python setup-models setup-peer build release test test-unit test-kernels test-realbroker demo bench bench-minilm clean broker-start broker-stop
+.PHONY: setup setup-system setup-python setup-models setup-peer build release test test-unit test-kernels test-realbroker test-alerts demo bench bench-minilm clean broker-start broker-stop
 
-## setup: Debian packages (librdkafka, LevelDB, OpenBLAS, kcat), the Python test venv and the
+## setup: Debian packages (librdkafka, LevelDB, OpenBLAS, kcat, promtool), the Python test venv and the
 ## text encoder's model files (models/all-MiniLM-L6-v2, git-ignored).
 setup: setup-system setup-python setup-models
 
@@ -36,12 +36,13 @@ release: setup-system
 	$(SWIFT) build -c release --product streamrec
 
 ## test: unit + mock-cluster tests (swift test), the numeric tests under every OpenBLAS core the
-## CPU supports, then the real-broker suite (tansu).
+## CPU supports, the real-broker suite (tansu), then the Prometheus alert rules' unit tests.
 test: setup
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	$(MAKE) --no-print-directory test-kernels
 	$(MAKE) --no-print-directory test-realbroker
+	$(MAKE) --no-print-directory test-alerts
 
 ## test-kernels: gradient checks, native-vs-scalar kernels, incremental-vs-full parity and MiniLM
 ## golden parity, once per OpenBLAS core this CPU supports that passes its self-check (`streamrec
@@ -62,6 +63,12 @@ test-unit: setup-system
 test-realbroker: setup-python
 	@test -x $(CONFIG_DEBUG) || $(SWIFT) build
 	STREAMREC_BIN=$(abspath $(CONFIG_DEBUG)) .venv/bin/python -m pytest -q Tests/realbroker $(PYTEST_ARGS)
+
+## test-alerts: the alert rules parse (promtool check rules) and fire, or stay quiet, on the
+## series in their unit tests (promtool test rules); promtool comes with Debian's prometheus.
+test-alerts: setup-system
+	promtool check rules ops/monitoring/alerts.yml
+	promtool test rules ops/monitoring/alerts_test.yml
 
 ## demo: the whole job on an embedded Kafka cluster (no broker to install).
 demo: setup-system release

@@ -74,6 +74,9 @@ public final class MockCluster: @unchecked Sendable {
 
     /// Takes a broker down or up, for fault tests.
     public func setBroker(_ id: Int32, up: Bool) { cluster.setBroker(id, up: up) }
+    /// Fault injection: the next requests with this protocol API key (0 = Produce, 26 = EndTxn,
+    /// ...) fail with these broker error codes, in order.
+    public func pushRequestErrors(apiKey: Int16, errors: [Int32]) { cluster.pushRequestErrors(apiKey: apiKey, errors: errors) }
 
     public func shutdown() {
         cluster.destroy()

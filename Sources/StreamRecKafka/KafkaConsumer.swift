@@ -2,7 +2,7 @@
 // owns it (librdkafka's poll calls block, so they never run on Swift's cooperative pool).
 
 public final class KafkaConsumer: @unchecked Sendable {
-    private let client: RDKafkaClient
+    let client: RDKafkaClient
     public weak var listener: PartitionAssignmentListener?
     /// Non-fatal errors seen while polling (transport errors, unknown topics); fatal ones throw.
     public var onError: ((KafkaError) -> Void)?

@@ -7,16 +7,53 @@ public final class KafkaProducer: @unchecked Sendable {
     private let lock = NSLock()
     private var failures: [(token: Int, error: KafkaError)] = []
     private var delivered = 0
+    /// Offsets of delivered records whose token is at least `offsetTokensFrom`.
+    private var offsets: [Int: Int64] = [:]
+    private var offsetTokensFrom = Int.max
 
     /// `properties` are librdkafka producer properties; `bootstrap.servers` is required.
     public init(properties: [String: String]) throws(KafkaError) {
         client = try RDKafkaClient(kind: .producer, properties: properties)
-        client.onDelivery = { [unowned self] token, error in
+        client.onDelivery = { [unowned self] token, placed, error in
             self.lock.lock()
-            if let error { self.failures.append((token, error)) } else { self.delivered += 1 }
+            if let error {
+                self.failures.append((token, error))
+            } else {
+                self.delivered += 1
+                if token >= self.offsetTokensFrom, let placed { self.offsets[token] = placed.offset }
+            }
             self.lock.unlock()
         }
     }
+
+    /// Remembers the offset each record with a token >= `token` lands at (for takeDeliveredOffsets).
+    public func recordOffsets(fromToken token: Int) {
+        lock.lock(); offsetTokensFrom = token; lock.unlock()
+    }
+
+    /// Offsets of the delivered records recordOffsets asked for, by token, since the last call.
+    public func takeDeliveredOffsets() -> [Int: Int64] {
+        lock.lock()
+        defer { lock.unlock() }
+        let o = offsets
+        offsets.removeAll(keepingCapacity: true)
+        return o
+    }
+
+    // MARK: transactions (a producer with `transactional.id`)
+
+    /// Once, before the first transaction: fences older instances with the same transactional.id
+    /// and finishes or aborts their open transaction.
+    public func initTransactions(timeoutMs: Int32 = 30_000) throws(KafkaError) { try client.initTransactions(timeoutMs: timeoutMs) }
+    public func beginTransaction() throws(KafkaError) { try client.beginTransaction() }
+    /// The consumer's next offsets become part of the transaction (committed with it, fenced by
+    /// the consumer's group generation).
+    public func sendOffsetsToTransaction(_ offsets: [TopicPartition: Int64], consumer: KafkaConsumer, timeoutMs: Int32 = 30_000) throws(KafkaError) {
+        try client.sendOffsetsToTransaction(offsets, consumer: consumer.client, timeoutMs: timeoutMs)
+    }
+    /// Flushes the transaction's records and commits it.
+    public func commitTransaction(timeoutMs: Int32 = 30_000) throws(KafkaError) { try client.commitTransaction(timeoutMs: timeoutMs) }
+    public func abortTransaction(timeoutMs: Int32 = 30_000) throws(KafkaError) { try client.abortTransaction(timeoutMs: timeoutMs) }
 
     /// Enqueues a record; `token` identifies it in `takeDeliveryFailures`. Retries locally when
     /// librdkafka's queue is full, serving delivery reports meanwhile.

@@ -11,16 +11,29 @@ public struct KafkaError: Error, CustomStringConvertible, Sendable {
         case admin           // topic creation or description failed
         case timeout         // the broker did not answer in time
         case mock            // the in-process mock cluster failed
+        case transaction     // a transactional call failed (see transactionAdvice)
+    }
+    /// What a failed transactional call asks of the caller (librdkafka's classification).
+    public enum TransactionAdvice: Sendable {
+        /// Call it again.
+        case retry
+        /// Abort the transaction, then run the batch again in a new one.
+        case abort
+        /// Fenced by a newer instance with the same transactional.id, or broken: stop.
+        case fatal
     }
     public let code: Code
     public let message: String
     /// librdkafka's rd_kafka_resp_err_t, when one exists.
     public let brokerCode: Int32?
+    /// Set for `.transaction` errors.
+    public let transactionAdvice: TransactionAdvice?
 
-    public init(_ code: Code, _ message: String, brokerCode: Int32? = nil) {
+    public init(_ code: Code, _ message: String, brokerCode: Int32? = nil, transactionAdvice: TransactionAdvice? = nil) {
         self.code = code
         self.message = message
         self.brokerCode = brokerCode
+        self.transactionAdvice = transactionAdvice
     }
 
     public var description: String { "kafka \(code.rawValue) error: \(message)" }

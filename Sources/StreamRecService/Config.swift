@@ -18,6 +18,13 @@ public struct StreamRecConfig: Sendable {
         /// follows it when `model.embeddings` and `model.encoder` are set (cold-start items).
         public var itemsTopic = "items"
         public var groupID = "streamrec"
+        /// Compacted topic of the sessions, co-partitioned with the input (docs/architecture.md).
+        public var changelogTopic = "sessions.changelog"
+        /// This instance's stable name: group.instance.id (static membership, so a restart gets
+        /// its partitions back) and, in exactly-once mode, the base of its transactional.id.
+        public var instanceID: String? = nil
+        /// Longest a transaction may stay open before the broker aborts it (exactly-once mode).
+        public var transactionTimeoutMs = 10_000
         public var clientID = "streamrec"
         /// Extra librdkafka properties (e.g. security.protocol, sasl.*), applied last.
         public var consumerProperties: [String: String] = [:]
@@ -26,6 +33,12 @@ public struct StreamRecConfig: Sendable {
     public struct State: Sendable {
         /// LevelDB directory: sessions, vocabulary, per-partition offsets. One per instance.
         public var directory = "./state"
+        /// Keep warm copies of partitions owned elsewhere by tailing their changelog (0 = none).
+        public var standbyReplicas = 0
+        /// Sessions written to LevelDB per restore write.
+        public var restoreBatch = 10_000
+        /// A restore that makes no progress this long fails (ms).
+        public var restoreTimeoutMs: Int32 = 60_000
     }
     public struct Recommend: Sendable {
         public var k = 10
@@ -110,6 +123,7 @@ public struct StreamRecConfig: Sendable {
     }
 
     public var kafka = Kafka()
+    public var delivery: DeliveryMode = .atLeastOnce
     public var state = State()
     public var session = SessionPolicy()
     public var recommend = Recommend()
@@ -149,6 +163,15 @@ public enum ExclusionPolicy: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// How answers reach the output topic (docs/architecture.md, "Delivery modes").
+public enum DeliveryMode: String, Sendable, CaseIterable {
+    /// Output acknowledged, then the LevelDB commit point: a crash in between answers a batch again.
+    case atLeastOnce = "at_least_once"
+    /// Each micro-batch is one Kafka transaction (answers, dead letters, changelog, input offsets);
+    /// read_committed readers see every input answered once.
+    case exactlyOnce = "exactly_once"
+}
+
 public struct ConfigError: Error, CustomStringConvertible, Sendable {
     public let key: String
     public let source: String
@@ -173,7 +196,28 @@ public enum ConfigLoader {
         nonEmpty("kafka.items_topic", "compacted topic of item texts for cold-start items (key = item id)", \.kafka.itemsTopic),
         nonEmpty("kafka.group_id", "consumer group of the serving instances", \.kafka.groupID),
         nonEmpty("kafka.client_id", "client.id reported to the brokers", \.kafka.clientID),
+        nonEmpty("kafka.changelog_topic", "compacted sessions changelog, co-partitioned with the input topic", \.kafka.changelogTopic),
+        Key(name: "kafka.instance_id", doc: "stable name of this instance: static group membership, and its transactional.id in exactly-once mode") { c, v in
+            guard !v.isEmpty, v.utf8.count <= 200, v.allSatisfy({ $0.isLetter || $0.isNumber || "._-".contains($0) }) else {
+                return "must be 1-200 letters, digits, '.', '_' or '-' and unique within the group (e.g. the host name), got '\(v)'"
+            }
+            c.kafka.instanceID = v
+            return nil
+        },
+        int("kafka.transaction_timeout_ms", "exactly-once: longest a transaction stays open before the broker aborts it (ms)", 1_000...900_000, \.kafka.transactionTimeoutMs),
+        Key(name: "delivery", doc: "at_least_once | exactly_once — how answers reach the output topic") { c, v in
+            guard let mode = DeliveryMode(rawValue: v) else { return "must be 'at_least_once' or 'exactly_once', got '\(v)'" }
+            c.delivery = mode
+            return nil
+        },
         nonEmpty("state.directory", "LevelDB directory of this instance", \.state.directory),
+        int("state.standby_replicas", "keep warm copies of partitions owned elsewhere (0 = off; any N >= 1 warms every partition not owned)", 0...100, \.state.standbyReplicas),
+        int("state.restore_batch", "sessions per LevelDB write while restoring from the changelog", 1...1_000_000, \.state.restoreBatch),
+        Key(name: "state.restore_timeout_ms", doc: "a changelog restore that makes no progress this long fails (ms)") { c, v in
+            guard let n = Int32(v), n >= 1_000 else { return "must be an integer of at least 1000 (ms), got '\(v)'" }
+            c.state.restoreTimeoutMs = n
+            return nil
+        },
         int("session.max_items", "items kept per user session", 1...100_000, \.session.maxItems),
         Key(name: "session.idle_ttl_ms", doc: "a session idle longer than this is dropped (ms)") { c, v in
             guard let n = Int64(v), n > 0 else { return "must be a positive number of milliseconds, got '\(v)'" }

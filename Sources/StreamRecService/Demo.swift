@@ -74,6 +74,7 @@ public enum Demo {
         let input = topology.topic(role: "input")?.name ?? "interactions"
         let output = topology.topic(role: "output")?.name ?? "recommendations"
         let dlq = topology.topic(role: "dlq")?.name ?? "interactions.dlq"
+        let changelog = topology.topic(role: "changelog")?.name ?? "sessions.changelog"
         say("embedded Kafka (librdkafka mock cluster, 3 brokers, replication 1) at \(cluster.bootstrapServers); topics: \(topology.topics.map { "\($0.name)(\($0.partitions))" }.joined(separator: ", "))")
 
         // 2. Synthetic clickstream; train on each user's first part.
@@ -133,6 +134,7 @@ public enum Demo {
         config.kafka.inputTopic = input
         config.kafka.outputTopic = output
         config.kafka.dlqTopic = dlq
+        config.kafka.changelogTopic = changelog
         config.kafka.groupID = "streamrec-demo"
         config.state.directory = work.appendingPathComponent("state").path
         config.model.snapshot = snapshotPath
@@ -239,6 +241,7 @@ enum DemoDefaults {
         .init(name: "interactions", role: "input", partitions: 6, replication: 1, config: [:]),
         .init(name: "recommendations", role: "output", partitions: 6, replication: 1, config: [:]),
         .init(name: "interactions.dlq", role: "dlq", partitions: 1, replication: 1, config: [:]),
+        .init(name: "sessions.changelog", role: "changelog", partitions: 6, replication: 1, config: ["cleanup.policy": "compact"]),
     ])
 
     static func record(_ e: SyntheticEvent, topic: String, ts: Int64) -> KafkaRecord {

@@ -1,4 +1,5 @@
 // Every metric StreamRec exports, in one place (names are an interface: dashboards use them).
+import Foundation
 import Metrics
 
 public enum MetricNames {
@@ -22,6 +23,16 @@ public enum MetricNames {
     public static let itemsAdded = "streamrec_items_added_total"             // new items made rankable without a new snapshot
     public static let itemsRejected = "streamrec_items_rejected_total"       // items-topic records that are not {"title", "extra"?}
     public static let pipelineStageSeconds = "streamrec_pipeline_stage_seconds_total" // dimension: stage (poll, parse, state, inference, encode, delivery, commit)
+    public static let restoringPartitions = "streamrec_restoring_partitions" // partitions being restored from the changelog (not answering yet)
+    public static let restoreRecords = "streamrec_restore_records_total"     // changelog records applied by restores and standbys
+    public static let restoreSeconds = "streamrec_restore_seconds_total"
+    public static let standbyPartitions = "streamrec_standby_partitions"
+    public static let standbyLag = "streamrec_standby_lag"                   // dimension: partition; changelog records a standby is behind
+    public static let changelogRecords = "streamrec_changelog_records_total" // session records, tombstones and markers written
+    public static let transactions = "streamrec_transactions_total"          // dimension: result (committed, aborted)
+    public static let outputMissing = "streamrec_output_missing"             // `streamrec audit`: input offsets with neither answer nor dead letter
+    public static let auditChecked = "streamrec_audit_checked_total"         // `streamrec audit`: input offsets verified
+    public static let auditDuplicates = "streamrec_audit_duplicates_total"   // `streamrec audit`: input offsets with more than one output record
     public static let openblasKernels = "streamrec_openblas_kernels"         // 1, dimensions: core, library_pick, source (library, verified, user)
 }
 
@@ -46,8 +57,18 @@ public final class PipelineMetrics: @unchecked Sendable {
     let itemsEmbedded: Counter
     let itemsAdded: Counter
     let itemsRejected: Counter
+    let changelogRecords: Counter
+    let transactionsCommitted: Counter
+    let transactionsAborted: Counter
+    private let restoringGauge: Gauge
+    private let restoreRecordsCounter: Counter
+    private let restoreSecondsCounter: FloatingPointCounter
+    private let standbyGauge: Gauge
+    private let stateLock = NSLock()
+    private var restoringNow = 0
     private var dlq: [String: Counter] = [:]
     private var lag: [String: Gauge] = [:]
+    private var standbyLag: [String: Gauge] = [:]
 
     public init(factory: MetricsFactory) {
         self.factory = factory
@@ -69,6 +90,36 @@ public final class PipelineMetrics: @unchecked Sendable {
         itemsEmbedded = Counter(label: MetricNames.itemsEmbedded, factory: factory)
         itemsAdded = Counter(label: MetricNames.itemsAdded, factory: factory)
         itemsRejected = Counter(label: MetricNames.itemsRejected, factory: factory)
+        changelogRecords = Counter(label: MetricNames.changelogRecords, factory: factory)
+        transactionsCommitted = Counter(label: MetricNames.transactions, dimensions: [("result", "committed")], factory: factory)
+        transactionsAborted = Counter(label: MetricNames.transactions, dimensions: [("result", "aborted")], factory: factory)
+        restoringGauge = Gauge(label: MetricNames.restoringPartitions, factory: factory)
+        restoringGauge.record(0)
+        restoreRecordsCounter = Counter(label: MetricNames.restoreRecords, factory: factory)
+        restoreSecondsCounter = FloatingPointCounter(label: MetricNames.restoreSeconds, factory: factory)
+        standbyGauge = Gauge(label: MetricNames.standbyPartitions, factory: factory)
+        standbyGauge.record(0)
+    }
+
+    func restoring(_ delta: Int) {
+        stateLock.lock(); restoringNow += delta; let n = restoringNow; stateLock.unlock()
+        restoringGauge.record(n)
+    }
+
+    func restoredRecords(_ n: Int) { restoreRecordsCounter.increment(by: n) }
+    func restoreSeconds(_ s: Double) { restoreSecondsCounter.increment(by: s) }
+    func standbyPartitions(_ n: Int) { standbyGauge.record(n) }
+
+    func setStandbyLag(partition: Int32, _ value: Int64) {
+        let key = String(partition)
+        if standbyLag[key] == nil {
+            standbyLag[key] = Gauge(label: MetricNames.standbyLag, dimensions: [("partition", key)], factory: factory)
+        }
+        standbyLag[key]!.record(Double(value))
+    }
+
+    func clearStandbyLag(partition: Int32) {
+        standbyLag.removeValue(forKey: String(partition))?.destroy()
     }
 
     /// The OpenBLAS kernels this process runs and why (streamrec doctor says more).

@@ -1,12 +1,20 @@
 // The micro-batch loop: Kafka in, LevelDB sessions, one batched model call, Kafka out.
 //
 // Delivery guarantees (docs/architecture.md):
-// - Session state is exactly-once: a batch's session updates, new vocabulary ids and each
-//   partition's next offset go into ONE LevelDB write batch, written only after every output of
-//   the batch was acknowledged. On (re)assignment a partition resumes from the offset in LevelDB.
-// - Output is at-least-once: a crash after delivery but before the LevelDB write replays the batch.
-// - A partition whose local offset is behind the group's committed offset (it moved here from
-//   another instance) is replayed to rebuild sessions, without output below the committed offset.
+// - Every micro-batch writes its changed sessions to the sessions changelog (a compacted topic,
+//   co-partitioned with the input) together with its answers and dead letters, then a marker per
+//   partition that closes the batch. LevelDB is a local copy: a batch's session updates, new
+//   vocabulary ids, each partition's next input offset and next changelog offset go into ONE
+//   LevelDB write, made only after every record of the batch was acknowledged (or, in exactly-once
+//   mode, after the batch's transaction committed). So the changelog is never behind LevelDB.
+// - On assignment, a partition whose local state is behind the changelog (it moved here, or we
+//   crashed after delivery) is restored from the changelog, then resumes input where the restored
+//   state says. It never rebuilds by replaying the input topic, except for a changelog that has
+//   no record of the partition while the group has offsets (a deployment that predates it).
+// - at_least_once: a crash after delivery but before the LevelDB write answers that batch again.
+//   exactly_once: the batch is one transaction with the input offsets; read_committed readers
+//   see each answer once.
+// - The group's committed offset never moves backwards.
 import Foundation
 import Logging
 import Metrics
@@ -126,6 +134,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
     let sessions: SessionStore
     let vocabulary: Vocabulary
     let model: RecommenderSlot
+    let restorer: ChangelogRestorer
     let metrics: PipelineMetrics
     let logger: Logger
     let stop: StopSignal
@@ -134,6 +143,12 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
 
     /// Per partition: offsets below this were already answered by some instance of the group.
     private var emitFrom: [TopicPartition: Int64] = [:]
+    /// The highest offset this instance knows the group committed, per owned partition: a commit
+    /// never goes below it.
+    private var groupCommitted: [TopicPartition: Int64] = [:]
+    /// Input partitions this instance owns now.
+    private var owned: Set<Int32> = []
+    private var transactionsReady = false
     /// Largest event time seen; the TTL sweep measures idleness against it, not the wall clock,
     /// so replays of old data behave exactly like live traffic.
     private var eventTimeWatermark: Int64 = 0
@@ -147,13 +162,14 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
     private let vocabularyLock = NSLock()
 
     public init(config: StreamRecConfig, consumer: KafkaConsumer, producer: KafkaProducer, sessions: SessionStore,
-                vocabulary: Vocabulary, model: RecommenderSlot, metrics: PipelineMetrics, logger: Logger, stop: StopSignal) {
+                vocabulary: Vocabulary, model: RecommenderSlot, restorer: ChangelogRestorer, metrics: PipelineMetrics, logger: Logger, stop: StopSignal) {
         self.config = config
         self.consumer = consumer
         self.producer = producer
         self.sessions = sessions
         self.vocabulary = vocabulary
         self.model = model
+        self.restorer = restorer
         self.metrics = metrics
         self.logger = logger
         self.stop = stop
@@ -168,9 +184,14 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
             metrics.consumerErrors.increment()
             logger.warning("consumer: \(error.message)")
         }
-        try consumer.subscribe([config.kafka.inputTopic])
-        logger.info("consuming", metadata: ["topic": "\(config.kafka.inputTopic)", "group": "\(config.kafka.groupID)"])
+        logger.info("consuming", metadata: ["topic": "\(config.kafka.inputTopic)", "group": "\(config.kafka.groupID)",
+                                            "changelog": "\(config.kafka.changelogTopic)", "delivery": "\(config.delivery.rawValue)",
+                                            "instance": "\(config.kafka.instanceID ?? "(dynamic member)")",
+                                            "standby": "\(config.state.standbyReplicas > 0 ? "every partition not owned" : "off")"])
         do {
+            if config.delivery == .exactlyOnce { try initTransactions() }
+            try restorer.setStandby(owned: [])
+            try consumer.subscribe([config.kafka.inputTopic])
             while !stop.isStopped {
                 let pollStart = DispatchTime.now().uptimeNanoseconds
                 let batch = try consumer.poll(maxMessages: config.pipeline.maxBatch, timeoutMs: config.pipeline.pollTimeoutMs)
@@ -182,10 +203,12 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
                 } else {
                     producer.poll()
                 }
+                try restorer.pollStandby(maxRecords: batch.isEmpty ? 20_000 : 2_000)
                 updateLagIfDue()
             }
         } catch {
             health.failed("\(error)")
+            restorer.close()
             consumer.close()
             producer.close(flushTimeoutMs: config.pipeline.drainTimeoutMs)
             throw error
@@ -193,6 +216,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         logger.info("stopping: leaving the group")
         // close() revokes our partitions on this thread; partitionsRevoked commits what is left.
         consumer.close()
+        restorer.close()
         producer.close(flushTimeoutMs: config.pipeline.drainTimeoutMs)
         logger.info("stopped")
     }
@@ -217,6 +241,8 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         metrics.eventsIn.increment(by: batch.count)
         metrics.batchSize.record(batch.count)
         var staged: [String: Session] = [:]
+        /// Offset of the newest input record applied to each staged session.
+        var stagedInputOffset: [String: Int64] = [:]
         var nextOffsets: [TopicPartition: Int64] = [:]
         var requests: [RecommendationRequest] = []
         var answers: [Answer] = []
@@ -254,7 +280,9 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
                     session = try storage { try sessions.session(for: event.user, nowMs: event.timestampMs) }
                 }
                 session.append(item: item, timestampMs: event.timestampMs, maxItems: config.session.maxItems)
+                session.partition = message.partition
                 staged[event.user] = session
+                stagedInputOffset[event.user] = message.offset
                 eventTimeWatermark = max(eventTimeWatermark, event.timestampMs)
                 if message.offset >= emitFrom[message.topicPartition] ?? 0 {
                     requests.append(RecommendationRequest(user: event.user, history: session.items, k: k,
@@ -281,8 +309,47 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
             _ = clock.add(.encode, since: encodeStart)
         }
 
+        // Sessions idle past the TTL in the partitions of this batch leave with it: tombstones in
+        // the changelog, deletes in the same LevelDB write.
+        let batchPartitions = Set(nextOffsets.keys.map(\.partition))
+        var expired: [Session] = []
+        if config.pipeline.sweepPerBatch > 0 {
+            expired = try storage {
+                try sessions.findExpired(nowMs: eventTimeWatermark, limit: config.pipeline.sweepPerBatch) { p in
+                    p.map { batchPartitions.contains($0) } ?? false
+                }
+            }.filter { staged[$0.user] == nil }
+        }
+
+        // The changelog records go last, so their tokens (and delivered offsets) are a suffix.
+        let changelogFrom = outputs.count
+        for session in staged.values {
+            let events = try session.events.map { event -> ChangelogRecord.ExternalEvent in
+                guard let external = vocabulary.external(for: event.item) else {
+                    throw PipelineError(code: .storage, message: "session of \(session.user) holds item id \(event.item), which the vocabulary does not know; the --state directory is damaged")
+                }
+                return .init(item: external, timestampMs: event.timestampMs)
+            }
+            outputs.append(changelogRecord(.session(user: session.user, inputOffset: stagedInputOffset[session.user] ?? -1,
+                                                    lastSeenMs: session.lastSeenMs, events: events),
+                                           partition: session.partition ?? 0))
+        }
+        for session in expired {
+            outputs.append(changelogRecord(.tombstone(user: session.user), partition: session.partition ?? 0))
+        }
+        for (tp, next) in nextOffsets {
+            outputs.append(changelogRecord(.marker(nextInputOffset: next), partition: tp.partition))
+        }
+        metrics.changelogRecords.increment(by: outputs.count - changelogFrom)
+
         let deliveryStart = DispatchTime.now().uptimeNanoseconds
-        try deliver(outputs)
+        producer.recordOffsets(fromToken: changelogFrom)
+        if config.delivery == .exactlyOnce {
+            try deliverTransaction(outputs, offsets: nextOffsets)
+        } else {
+            try deliver(outputs)
+        }
+        let changelogEnds = changelogEnd(outputs, delivered: producer.takeDeliveredOffsets())
         let commitStart = clock.add(.delivery, since: deliveryStart)
         let deliveredAt = Self.nowMs()
         for answer in answers {
@@ -292,31 +359,56 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         }
         metrics.recommendationsOut.increment(by: answers.count)
 
-        // Commit point: sessions, new vocabulary ids and offsets, atomically.
+        // Commit point: sessions, removals, new vocabulary ids, input and changelog offsets, atomically.
         var writes = WriteBatch()
         vocabulary.stagePending(into: &writes)
         for session in staged.values { sessions.stage(session, into: &writes) }
+        for session in expired { sessions.stageRemoval(session.user, into: &writes) }
         for (tp, next) in nextOffsets {
             sessions.stageOffset(topic: tp.topic, partition: tp.partition, nextOffset: next, into: &writes)
         }
-        try storage { try sessions.commit(writes, sessions: Array(staged.values)) }
+        for (p, end) in changelogEnds {
+            sessions.stageOffset(topic: config.kafka.changelogTopic, partition: p, nextOffset: end, into: &writes)
+        }
+        try storage { try sessions.commit(writes, sessions: Array(staged.values), removed: expired.map(\.user)) }
         vocabulary.didCommitPending()
+        if !expired.isEmpty { metrics.sessionsExpired.increment(by: expired.count) }
 
-        do {
-            try consumer.commit(nextOffsets, async: true)
-        } catch {
-            logger.warning("group offset commit failed (LevelDB holds the truth; lag metrics may lag): \(error)")
+        if config.delivery == .atLeastOnce {
+            commitGroupOffsets(nextOffsets, async: true)
+        } else {
+            for (tp, next) in nextOffsets { groupCommitted[tp] = max(groupCommitted[tp] ?? 0, next) }
         }
         _ = clock.add(.commit, since: commitStart)
-        if config.pipeline.sweepPerBatch > 0 {
-            do {
-                let swept = try sessions.sweepExpired(nowMs: eventTimeWatermark, limit: config.pipeline.sweepPerBatch)
-                if swept > 0 { metrics.sessionsExpired.increment(by: swept) }
-            } catch {
-                // Expired sessions stay until the next sweep; nothing served depends on it.
-                logger.warning("sweeping expired sessions failed: \(error)")
-            }
+    }
+
+    /// Commits to the group, never below what the group already holds (an offset moving back
+    /// would make the next owner answer those records again).
+    private func commitGroupOffsets(_ offsets: [TopicPartition: Int64], async: Bool) {
+        var forward: [TopicPartition: Int64] = [:]
+        for (tp, next) in offsets where next > (groupCommitted[tp] ?? -1) { forward[tp] = next }
+        guard !forward.isEmpty else { return }
+        do {
+            try consumer.commit(forward, async: async)
+            for (tp, next) in forward { groupCommitted[tp] = next }
+        } catch {
+            metrics.consumerErrors.increment()
+            logger.warning("group offset commit failed (LevelDB and the changelog hold the truth; lag metrics may lag): \(error)")
         }
+    }
+
+    private func changelogRecord(_ record: ChangelogRecord, partition: Int32) -> KafkaRecord {
+        KafkaRecord(topic: config.kafka.changelogTopic, key: record.key, value: record.value, partition: partition)
+    }
+
+    /// Next changelog offset per partition after this batch's delivered changelog records.
+    private func changelogEnd(_ records: [KafkaRecord], delivered: [Int: Int64]) -> [Int32: Int64] {
+        var ends: [Int32: Int64] = [:]
+        for (token, offset) in delivered {
+            guard let p = records[token].partition else { continue }
+            ends[p] = max(ends[p] ?? 0, offset + 1)
+        }
+        return ends
     }
 
     private func exclusion(_ items: [ItemID]) -> Set<ItemID> {
@@ -365,6 +457,77 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
             Thread.sleep(forTimeInterval: 0.5)
             for f in failures.sorted(by: { $0.token < $1.token }) {
                 try kafka { try producer.send(records[f.token], token: f.token) }
+            }
+        }
+    }
+
+    // MARK: exactly-once
+
+    private func initTransactions() throws {
+        while true {
+            do {
+                try producer.initTransactions(timeoutMs: 30_000)
+                transactionsReady = true
+                logger.info("transactions ready", metadata: ["transactional_id": "\(config.kafka.groupID).\(config.kafka.instanceID ?? "")"])
+                return
+            } catch {
+                guard error.transactionAdvice == .retry, !stop.isStopped else {
+                    throw PipelineError(code: .kafka, message: "initialising transactions: \(error.message)")
+                }
+                logger.warning("initialising transactions: \(error.message); retrying")
+                Thread.sleep(forTimeInterval: 1)
+            }
+        }
+    }
+
+    /// One transaction: every record, then the input offsets; an abortable failure aborts and
+    /// runs the same records again in a new transaction (the batch's answers are already
+    /// computed; nothing of an aborted transaction is visible to read_committed readers).
+    private func deliverTransaction(_ records: [KafkaRecord], offsets: [TopicPartition: Int64]) throws {
+        guard !records.isEmpty || !offsets.isEmpty else { return }
+        while true {
+            let failure: KafkaError
+            do {
+                try runTransaction(records, offsets: offsets)
+                metrics.transactionsCommitted.increment()
+                _ = producer.takeDeliveryFailures()
+                return
+            } catch {
+                failure = error
+            }
+            guard failure.transactionAdvice == .abort else {
+                throw PipelineError(code: .kafka, message: "\(failure.message) (fenced by a newer instance with the same kafka.instance_id, or the producer failed for good)")
+            }
+            metrics.transactionsAborted.increment()
+            logger.warning("transaction aborted, running the batch again: \(failure.message)")
+            do {
+                try producer.abortTransaction()
+            } catch {
+                throw PipelineError(code: .kafka, message: "aborting a failed transaction failed (\(error.message)); the instance stops, and its partitions are restored from the changelog")
+            }
+            _ = producer.takeDeliveryFailures()
+            _ = producer.takeDeliveredOffsets()
+            if stop.isStopped {
+                throw PipelineError(code: .delivery, message: "transaction failing at shutdown (\(failure.message)); the batch is answered on restart")
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+    }
+
+    private func runTransaction(_ records: [KafkaRecord], offsets: [TopicPartition: Int64]) throws(KafkaError) {
+        try producer.beginTransaction()
+        for (i, record) in records.enumerated() { try producer.send(record, token: i) }
+        try producer.sendOffsetsToTransaction(offsets, consumer: consumer)
+        try commitTransaction()
+    }
+
+    private func commitTransaction() throws(KafkaError) {
+        while true {
+            do {
+                return try producer.commitTransaction(timeoutMs: 60_000)
+            } catch {
+                guard error.transactionAdvice == .retry, !stop.isStopped else { throw error }
+                logger.warning("committing the transaction: \(error.message); retrying")
             }
         }
     }
@@ -425,31 +588,68 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         do {
             committed = try consumer.committedOffsets(partitions)
         } catch {
+            metrics.consumerErrors.increment()
+            if config.delivery == .exactlyOnce {
+                // The committed offsets are the truth in this mode; guessing could answer twice.
+                assignmentFailure = PipelineError(code: .kafka, message: "could not read the group's committed offsets (\(error)); exactly-once mode cannot start these partitions without them")
+                return Dictionary(uniqueKeysWithValues: partitions.map { ($0, .end) })
+            }
             logger.warning("could not read the group's committed offsets (\(error)); emitting for every replayed event")
         }
         var starts: [TopicPartition: StartOffset] = [:]
         for tp in partitions {
-            let local: Int64?
             do {
-                local = try sessions.nextOffset(topic: tp.topic, partition: tp.partition)
+                starts[tp] = try start(tp, committed: committed[tp])
             } catch {
                 // Unknown local state must never read as "no state": replaying from the start
                 // would append every event again to sessions that already hold them. Stop loudly
                 // (the loop throws right after this poll, before any record is processed).
-                assignmentFailure = PipelineError(code: .storage, message: "LevelDB: reading the stored offset of \(tp) failed (\(error)); stopping instead of replaying it onto existing sessions")
+                assignmentFailure = (error as? PipelineError)
+                    ?? PipelineError(code: .storage, message: "restoring \(tp) failed (\(error)); stopping instead of answering from unknown state")
                 starts[tp] = .end
                 continue
             }
-            starts[tp] = local.map { .offset($0) } ?? .beginning
-            lastOffset[tp] = local.map { $0 - 1 }
-            emitFrom[tp] = committed[tp] ?? 0
-            logger.info("assigned \(tp)", metadata: [
-                "local_offset": "\(local.map(String.init) ?? "none")",
-                "group_committed": "\(committed[tp].map(String.init) ?? "none")",
-            ])
+            owned.insert(tp.partition)
         }
-        metrics.assignedPartitions.record(partitions.count)
+        do {
+            try restorer.setStandby(owned: owned)
+        } catch {
+            assignmentFailure = PipelineError(code: .kafka, message: "standby: assigning the changelog partitions not owned failed: \(error)")
+        }
+        metrics.assignedPartitions.record(owned.count)
         return starts
+    }
+
+    /// Where an assigned partition starts: restored from the changelog when local state is behind it.
+    private func start(_ tp: TopicPartition, committed: Int64?) throws -> StartOffset {
+        let local = try sessions.nextOffset(topic: tp.topic, partition: tp.partition)
+        // Exactly-once: the transaction that committed `committed` is the truth. Local state past
+        // it (written by an at-least-once run, or by hand) is not trusted: rebuild from the changelog.
+        // (LevelDB is written only after the transaction commits, so this takes a mode switch or a
+        // state directory from elsewhere. A group with no committed offset proves nothing.)
+        let distrust = config.delivery == .exactlyOnce && local != nil && committed != nil && local! > committed!
+        if distrust {
+            logger.warning("local state of \(tp) is at \(local!) but the last committed transaction at \(committed!); rebuilding it from the changelog")
+        }
+        let restored = try restorer.restore(partition: tp.partition, distrustLocal: distrust)
+        let resume = restored.nextInputOffset
+        emitFrom[tp] = committed ?? 0
+        groupCommitted[tp] = committed
+        lastOffset[tp] = resume.map { $0 - 1 }
+        logger.info("assigned \(tp)", metadata: [
+            "local_offset": "\(local.map(String.init) ?? "none")",
+            "resume_offset": "\(resume.map(String.init) ?? "none")",
+            "group_committed": "\(committed.map(String.init) ?? "none")",
+            "restored_records": "\(restored.records)",
+        ])
+        if let resume { return .offset(resume) }
+        if let committed, committed > 0 {
+            // Neither local state nor the changelog knows this partition, yet the group answered
+            // it: a deployment from before the changelog. Rebuild by replay, answering nothing
+            // below the committed offset (the one case that replays the input).
+            logger.warning("\(tp): no local state and no changelog record; rebuilding sessions by replaying the input below offset \(committed)")
+        }
+        return .beginning
     }
 
     public func partitionsRevoked(_ partitions: [TopicPartition], pending: [KafkaMessage], consumer: KafkaConsumer) {
@@ -458,7 +658,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
             do {
                 try process(pending)
             } catch {
-                // Not committed to LevelDB: the next owner (or we, on restart) replays them.
+                // Not committed: the next owner (or we, on restart) restores what was delivered.
                 logger.error("could not finish pending records of revoked partitions: \(error)")
             }
         }
@@ -470,17 +670,16 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
                 // Not committing it to the group is safe (the next owner starts lower, never higher).
                 logger.error("revoke: reading the stored offset of \(tp) failed: \(error); its group offset is left as it was")
             }
+        }
+        if config.delivery == .atLeastOnce { commitGroupOffsets(offsets, async: false) }
+        for tp in partitions {
             emitFrom[tp] = nil
             lastOffset[tp] = nil
+            groupCommitted[tp] = nil
+            owned.remove(tp.partition)
             metrics.clearLag(partition: tp.partition)
         }
-        do {
-            try consumer.commit(offsets, async: false)
-        } catch {
-            metrics.consumerErrors.increment()
-            logger.warning("revoke: committing group offsets failed (LevelDB holds the truth): \(error)")
-        }
-        metrics.assignedPartitions.record(0)
+        metrics.assignedPartitions.record(owned.count)
     }
 
     private func updateLagIfDue() {

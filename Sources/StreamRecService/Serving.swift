@@ -100,10 +100,14 @@ public final class ServingStack: @unchecked Sendable {
         logger.info("serving model", metadata: ["name": "\(recommender.descriptor.name)", "version": "\(recommender.descriptor.version)",
                                                 "vocabulary": "\(vocabulary.count)", "openblas_kernels": "\(BLAS.kernelCore)",
                                                 "workers": "\(Parallel.workers)"])
-        let consumer = try KafkaConsumer(properties: Self.consumerProperties(config, brokers: brokers))
-        let producer = try KafkaProducer(properties: Self.producerProperties(config, brokers: brokers))
+        if config.delivery == .exactlyOnce && config.kafka.instanceID == nil {
+            throw ConfigError(key: "kafka.instance_id", source: "serve", message: "delivery: exactly_once needs a stable instance name (its transactional.id, which fences a zombie of the same instance); set kafka.instance_id (--instance-id, STREAMREC_KAFKA_INSTANCE_ID), unique within the group")
+        }
+        let consumer = try KafkaConsumer(properties: KafkaClients.consumer(config, brokers: brokers))
+        let producer = try KafkaProducer(properties: KafkaClients.producer(config, brokers: brokers))
+        let restorer = try ChangelogRestorer(config: config, brokers: brokers, sessions: sessions, vocabulary: vocabulary, metrics: metrics, logger: logger)
         pipeline = Pipeline(config: config, consumer: consumer, producer: producer, sessions: sessions, vocabulary: vocabulary,
-                            model: model, metrics: metrics, logger: logger, stop: stop)
+                            model: model, restorer: restorer, metrics: metrics, logger: logger, stop: stop)
     }
 
     /// `model.snapshot`, else the registry's current version (verified against its manifest).
@@ -117,46 +121,6 @@ public final class ServingStack: @unchecked Sendable {
             throw ConfigError(key: "model.registry", source: "serve", message: "registry \(root) has no current version; publish and promote one (`streamrec models publish --registry \(root) --snapshot PATH`, then `streamrec models promote VERSION --registry \(root)`) or pass --snapshot PATH")
         }
         return try registry.verifiedSnapshotPath(current)
-    }
-
-    static func consumerProperties(_ config: StreamRecConfig, brokers: String) -> [String: String] {
-        var p: [String: String] = [
-            "bootstrap.servers": brokers,
-            "group.id": config.kafka.groupID,
-            "client.id": config.kafka.clientID,
-            "auto.offset.reset": "earliest",
-            // A crashed instance's partitions move after this long; the default 45 s is slow for a stream.
-            "session.timeout.ms": "10000",
-            "heartbeat.interval.ms": "2000",
-            "fetch.wait.max.ms": "50",
-            // Nagle's algorithm holds small requests back until the previous one is acknowledged,
-            // and the peer delays that acknowledgement up to 40 ms: a stream of small fetches and
-            // produce requests then waits 40 ms a round (the demo's p50 was 40-48 ms in most runs).
-            "socket.nagle.disable": "true",
-            "log_level": "4",
-        ]
-        p.merge(config.kafka.consumerProperties) { _, new in new }
-        return p
-    }
-
-    static func producerProperties(_ config: StreamRecConfig, brokers: String) -> [String: String] {
-        var p: [String: String] = [
-            "bootstrap.servers": brokers,
-            "client.id": config.kafka.clientID,
-            "acks": "all",
-            // Idempotence keeps per-partition order through retries (output order per user).
-            "enable.idempotence": "true",
-            "linger.ms": "1",
-            // One request in flight per broker: a micro-batch is sent whole and then awaited, so a
-            // broker gets one produce request per batch anyway. With several in flight,
-            // librdkafka 2.0.2 against its mock brokers stalls 40 ms a batch in most runs
-            // (responses held back by Nagle on the broker side): demo p50 40-48 ms, 13 ms with one.
-            "max.in.flight.requests.per.connection": "1",
-            "socket.nagle.disable": "true",   // see consumerProperties
-            "log_level": "4",
-        ]
-        p.merge(config.kafka.producerProperties) { _, new in new }
-        return p
     }
 
     /// Loads, verifies and swaps in another snapshot between micro-batches. A snapshot that

@@ -63,6 +63,7 @@ public enum SwapBenchmark {
         try cluster.createTopic(output, partitions: 6, replication: 1)
         try cluster.createTopic(dlq, partitions: 1, replication: 1)
         try cluster.createTopic(updates, partitions: 1, replication: 1)
+        try cluster.createTopic("sessions.changelog", partitions: 6, replication: 1)
 
         // Data: the first half of each user's clicks trains both versions (v2 on another seed or
         // setting, so a different snapshot); the second half is streamed.

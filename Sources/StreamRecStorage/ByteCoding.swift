@@ -39,6 +39,12 @@ struct ByteReader {
         return value
     }
 
+    mutating func readBytes(_ count: Int) -> ArraySlice<UInt8>? {
+        guard count >= 0, remaining >= count else { return nil }
+        defer { position += count }
+        return bytes[position..<(position + count)]
+    }
+
     mutating func readInt64() -> Int64? {
         guard remaining >= 8 else { return nil }
         var value: UInt64 = 0

@@ -9,7 +9,10 @@
 // Numbers inside keys are zero padded so bytewise order equals numeric order.
 //
 // Session value, little endian:
-//   UInt8 format (= 1) | Int64 lastSeenMs | UInt32 count | count x (UInt32 item, Int64 timestampMs)
+//   UInt8 format (= 2) | Int32 partition | Int64 lastSeenMs | UInt32 count | count x (UInt32 item, Int64 timestampMs)
+//   partition: the input partition the user's events arrive on (-1 = unknown); it decides which
+//   sessions this instance may sweep and which changelog partition a session belongs to.
+//   Format 1 (written before the changelog existed) has no partition field and reads as unknown.
 // Events are stored oldest first. Any value that does not decode exactly throws .corrupt.
 import StreamRecCollections
 
@@ -28,11 +31,14 @@ public struct Session: Sendable, Equatable {
     /// Oldest first (arrival order), at most policy.maxItems.
     public var events: [SessionEvent]
     public var lastSeenMs: Int64
+    /// The input partition of the user's events; nil when not known (a format-1 value).
+    public var partition: Int32?
 
-    public init(user: String, events: [SessionEvent] = [], lastSeenMs: Int64 = 0) {
+    public init(user: String, events: [SessionEvent] = [], lastSeenMs: Int64 = 0, partition: Int32? = nil) {
         self.user = user
         self.events = events
         self.lastSeenMs = lastSeenMs
+        self.partition = partition
     }
 
     public var items: [UInt32] { events.map(\.item) }
@@ -75,7 +81,8 @@ public final class SessionStore: @unchecked Sendable {
 
     static let sessionPrefix: [UInt8] = Array("s/".utf8)
     static let offsetPrefix: [UInt8] = Array("o/".utf8)
-    static let sessionFormat: UInt8 = 1
+    static let sessionFormat: UInt8 = 2
+    static let sessionFormatWithoutPartition: UInt8 = 1
     /// Sessions examined per deleted-session budget in one sweep call; bounds the work even
     /// when almost nothing is expired.
     static let sweepExaminePerLimit = 16
@@ -114,10 +121,19 @@ public final class SessionStore: @unchecked Sendable {
         batch.put(Self.offsetKey(topic: topic, partition: partition), value)
     }
 
-    /// Writes the batch (sync) and only then updates the cache with the staged sessions.
-    public func commit(_ batch: WriteBatch, sessions: [Session]) throws {
+    /// Drops a user from the session cache (after a write that bypassed commit).
+    public func forget(_ user: String) { cache.remove(user) }
+
+    /// Puts the deletion of a user's session into the batch (pass the user to commit's `removed`).
+    public func stageRemoval(_ user: String, into batch: inout WriteBatch) {
+        batch.delete(Self.sessionKey(user))
+    }
+
+    /// Writes the batch (sync) and only then updates the cache with the staged sessions and removals.
+    public func commit(_ batch: WriteBatch, sessions: [Session], removed: [String] = []) throws {
         try store.write(batch, sync: true)
         for session in sessions { cache.set(trimmed(session), for: session.user) }
+        for user in removed { cache.remove(user) }
     }
 
     /// The next offset to consume for a partition, as last committed; nil if never.
@@ -151,22 +167,35 @@ public final class SessionStore: @unchecked Sendable {
     /// stopped and wrapping around, so repeated calls cover the whole keyspace without any
     /// single call scanning it all. A return value below `limit` does not prove nothing is left.
     public func sweepExpired(nowMs: Int64, limit: Int) throws -> Int {
-        guard limit > 0 else { return 0 }
+        let expired = try findExpired(nowMs: nowMs, limit: limit)
+        var batch = WriteBatch()
+        for session in expired { stageRemoval(session.user, into: &batch) }
+        // Not synced: a lost delete is just swept again; the next synced commit flushes it anyway.
+        try store.write(batch, sync: false)
+        for session in expired { cache.remove(session.user) }
+        return expired.count
+    }
+
+    /// Up to `limit` sessions idle past the TTL whose partition `owned` accepts, with the same
+    /// bounded, resuming walk as sweepExpired; the caller deletes them (stageRemoval + commit).
+    public func findExpired(nowMs: Int64, limit: Int, owned: (Int32?) -> Bool = { _ in true }) throws -> [Session] {
+        guard limit > 0 else { return [] }
         let (product, overflow) = limit.multipliedReportingOverflow(by: Self.sweepExaminePerLimit)
         let budget = overflow ? Int.max : product
-        var expiredKeys: [[UInt8]] = []
+        var expired: [Session] = []
         var examined = 0
         var resumeAt: [UInt8]?
         let start = sweepCursor
 
         // Returns false once the call's work is used up, remembering where to resume.
         func visit(_ key: [UInt8], _ value: [UInt8]) throws -> Bool {
-            if expiredKeys.count == limit || examined == budget {
+            if expired.count == limit || examined == budget {
                 resumeAt = key
                 return false
             }
             examined += 1
-            if isExpired(try decode(value, key: key), nowMs: nowMs) { expiredKeys.append(key) }
+            let session = try decode(value, key: key)
+            if isExpired(session, nowMs: nowMs), owned(session.partition) { expired.append(session) }
             return true
         }
 
@@ -181,13 +210,19 @@ public final class SessionStore: @unchecked Sendable {
             nextCursor = resumeAt
         }
 
-        var batch = WriteBatch()
-        for key in expiredKeys { batch.delete(key) }
-        // Not synced: a lost delete is just swept again; the next synced commit flushes it anyway.
-        try store.write(batch, sync: false)
-        for key in expiredKeys { cache.remove(Self.user(fromSessionKey: key)) }
         sweepCursor = nextCursor
-        return expiredKeys.count
+        return expired
+    }
+
+    /// Users whose stored session belongs to `partition` (a full scan: for the rare reset of a
+    /// partition whose local state cannot be trusted).
+    public func users(inPartition partition: Int32) throws -> [String] {
+        var users: [String] = []
+        try store.scan(prefix: Self.sessionPrefix) { key, value in
+            if try Self.decodeSession(value, key: key).partition == partition { users.append(Self.user(fromSessionKey: key)) }
+            return true
+        }
+        return users
     }
 
     public func sessionCount() throws -> Int {
@@ -226,8 +261,9 @@ public final class SessionStore: @unchecked Sendable {
 
     static func encode(_ session: Session) -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(1 + 8 + 4 + 12 * session.events.count)
+        bytes.reserveCapacity(1 + 4 + 8 + 4 + 12 * session.events.count)
         bytes.append(sessionFormat)
+        bytes.appendLittleEndian(UInt32(bitPattern: session.partition ?? -1))
         bytes.appendLittleEndian(session.lastSeenMs)
         bytes.appendLittleEndian(UInt32(session.events.count))
         for event in session.events {
@@ -241,7 +277,17 @@ public final class SessionStore: @unchecked Sendable {
     static func decodeSession(_ value: [UInt8], key: [UInt8]) throws -> Session {
         var reader = ByteReader(value)
         guard let format = reader.readUInt8() else { throw corrupt(key, "has an empty session value") }
-        guard format == sessionFormat else { throw corrupt(key, "has unknown session format \(format)") }
+        var partition: Int32? = nil
+        switch format {
+        case sessionFormat:
+            guard let raw = reader.readUInt32() else { throw corrupt(key, "has a truncated session header (\(value.count) bytes)") }
+            let p = Int32(bitPattern: raw)
+            partition = p >= 0 ? p : nil
+        case sessionFormatWithoutPartition:
+            break
+        default:
+            throw corrupt(key, "has unknown session format \(format)")
+        }
         guard let lastSeenMs = reader.readInt64(), let count = reader.readUInt32() else {
             throw corrupt(key, "has a truncated session header (\(value.count) bytes)")
         }
@@ -257,7 +303,7 @@ public final class SessionStore: @unchecked Sendable {
             }
             events.append(SessionEvent(item: item, timestampMs: timestamp))
         }
-        return Session(user: user(fromSessionKey: key), events: events, lastSeenMs: lastSeenMs)
+        return Session(user: user(fromSessionKey: key), events: events, lastSeenMs: lastSeenMs, partition: partition)
     }
 
     static func decodeOffset(_ value: [UInt8], key: [UInt8]) throws -> Int64 {

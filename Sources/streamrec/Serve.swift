@@ -21,6 +21,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Output topic.") var outputTopic: String?
     @Option(help: "Dead-letter topic.") var dlqTopic: String?
     @Option(help: "Consumer group id.") var group: String?
+    @Option(help: "Sessions changelog topic (compacted, co-partitioned with the input).") var changelogTopic: String?
+    @Option(help: "Stable name of this instance (static membership; transactional.id in exactly-once mode).") var instanceId: String?
+    @Option(help: "at_least_once | exactly_once.") var delivery: String?
+    @Option(help: "Warm standby copies of partitions owned elsewhere (0 = off).") var standbyReplicas: Int?
     @Option(help: "Items per recommendation.") var k: Int?
     @Option(help: "Metrics/health port (0 = any free port, -1 = off).") var metricsPort: Int?
 
@@ -37,6 +41,10 @@ struct Serve: AsyncParsableCommand {
             overrides["kafka.output_topic"] = outputTopic
             overrides["kafka.dlq_topic"] = dlqTopic
             overrides["kafka.group_id"] = group
+            overrides["kafka.changelog_topic"] = changelogTopic
+            overrides["kafka.instance_id"] = instanceId
+            overrides["delivery"] = delivery
+            overrides["state.standby_replicas"] = standbyReplicas.map(String.init)
             overrides["recommend.k"] = k.map(String.init)
             overrides["metrics.port"] = metricsPort.map(String.init)
             let settings = try ConfigLoader.load(file: config, overrides: overrides)

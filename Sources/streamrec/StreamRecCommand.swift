@@ -8,7 +8,7 @@ struct StreamRecCommand: AsyncParsableCommand {
         commandName: "streamrec",
         abstract: "A Kafka-fed streaming sequential recommender.",
         discussion: "Start with `streamrec demo` (no broker needed). Docs: README.md and docs/.",
-        subcommands: [Serve.self, Demo.self, Train.self, Evaluate.self, Embed.self, Bench.self, Inspect.self, Topics.self, Replay.self, ConfigCommand.self, SnapshotCommand.self, Models.self, Retrain.self, Doctor.self, KernelCheck.self]
+        subcommands: [Serve.self, Demo.self, Train.self, Evaluate.self, Embed.self, Bench.self, Inspect.self, Topics.self, Replay.self, Audit.self, ConfigCommand.self, SnapshotCommand.self, Models.self, Retrain.self, Doctor.self, KernelCheck.self]
     )
 }
 

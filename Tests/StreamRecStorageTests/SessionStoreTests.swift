@@ -52,10 +52,23 @@ private func session(_ user: String, items: [UInt32], lastSeenMs: Int64) -> Sess
             lastSeenMs: 0x0102_0304_0506_0708)
         let key = SessionStore.sessionKey(original.user)
         let bytes = SessionStore.encode(original)
-        #expect(bytes.count == 1 + 8 + 4 + 3 * 12)
-        #expect(Array(bytes[0..<13]) == [1, 8, 7, 6, 5, 4, 3, 2, 1, 3, 0, 0, 0])
-        #expect(Array(bytes[37..<41]) == [4, 3, 2, 1])
+        #expect(bytes.count == 1 + 4 + 8 + 4 + 3 * 12)
+        // Format 2, partition unknown (-1), lastSeenMs, count.
+        #expect(Array(bytes[0..<17]) == [2, 0xFF, 0xFF, 0xFF, 0xFF, 8, 7, 6, 5, 4, 3, 2, 1, 3, 0, 0, 0])
+        #expect(Array(bytes[41..<45]) == [4, 3, 2, 1])
         #expect(try SessionStore.decodeSession(bytes, key: key) == original)
+
+        var placed = original
+        placed.partition = 5
+        let placedBytes = SessionStore.encode(placed)
+        #expect(Array(placedBytes[1..<5]) == [5, 0, 0, 0])
+        #expect(try SessionStore.decodeSession(placedBytes, key: key) == placed)
+
+        // Format 1 (before the changelog) still reads, with the partition unknown.
+        var v1: [UInt8] = [1] + Array(bytes[5...])
+        #expect(try SessionStore.decodeSession(v1, key: key) == original)
+        v1.removeLast()
+        #expect(throws: StorageError.self) { _ = try SessionStore.decodeSession(v1, key: key) }
 
         let empty = Session(user: "e")
         #expect(try SessionStore.decodeSession(SessionStore.encode(empty), key: SessionStore.sessionKey("e")) == empty)
@@ -63,7 +76,8 @@ private func session(_ user: String, items: [UInt32], lastSeenMs: Int64) -> Sess
 
     @Test(arguments: [
         [UInt8](),                                  // empty
-        [2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],     // unknown format
+        [3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],     // unknown format
+        [2, 0, 0, 0],                               // truncated format-2 header
         [1, 0, 0, 0],                               // truncated header
         [1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],     // declares one event, has none
         [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9], // trailing byte

@@ -61,6 +61,7 @@ class Deployment:
         self.input = f"interactions-{self.id}"
         self.output = f"recommendations-{self.id}"
         self.dlq = f"interactions-{self.id}.dlq"
+        self.changelog = f"sessions-{self.id}.changelog"
         self.group = f"streamrec-{self.id}"
         self.state = tmp_path / "state"
         topology = tmp_path / "topics.yaml"
@@ -70,6 +71,7 @@ class Deployment:
             f"  - {{name: {self.input}, role: input, partitions: {partitions}, replication: 1, config: {{retention.ms: '604800000'}}}}\n"
             f"  - {{name: {self.output}, role: output, partitions: {partitions}, replication: 1}}\n"
             f"  - {{name: {self.dlq}, role: dlq, partitions: 1, replication: 1}}\n"
+            f"  - {{name: {self.changelog}, role: changelog, partitions: {partitions}, replication: 1, config: {{cleanup.policy: compact}}}}\n"
         )
         report = run_cli("topics", "apply", "--brokers", brokers, "--topology", str(topology))
         assert f"created {self.input}" in report, report
@@ -150,7 +152,7 @@ class Service:
         self.proc = subprocess.Popen(
             [str(BIN), "serve", "--brokers", deployment.brokers, "--state", str(state or deployment.state),
              "--input-topic", deployment.input, "--output-topic", deployment.output,
-             "--dlq-topic", deployment.dlq, "--group", deployment.group, "--metrics-port", "0"]
+             "--dlq-topic", deployment.dlq, "--changelog-topic", deployment.changelog, "--group", deployment.group, "--metrics-port", "0"]
             + (["--snapshot", str(deployment.snapshot)] if snapshot else []) + list(extra_args)
             + (["--config", os.environ["STREAMREC_SERVE_CONFIG"]] if os.environ.get("STREAMREC_SERVE_CONFIG") else []),
             env={**child_env(), **(env or {})}, cwd=ROOT, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)

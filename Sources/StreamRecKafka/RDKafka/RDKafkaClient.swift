@@ -16,7 +16,7 @@ final class RDKafkaClient: @unchecked Sendable {
     let kind: Kind
     /// Set before the first poll; the C callbacks read them through the opaque pointer.
     var onRebalance: ((RebalanceEvent) -> [TopicPartition: StartOffset])?
-    var onDelivery: ((_ token: Int, _ error: KafkaError?) -> Void)?
+    var onDelivery: ((_ token: Int, _ delivered: (partition: Int32, offset: Int64)?, _ error: KafkaError?) -> Void)?
     private var closed = false
     /// Failures inside the rebalance callback (which cannot throw), returned by the next
     /// consumerPoll on the same thread; a fatal one stops the consumer's owner.
@@ -51,7 +51,7 @@ final class RDKafkaClient: @unchecked Sendable {
                 let err = message.pointee.err
                 let error: KafkaError? = err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil :
                     KafkaError(.produce, "delivery failed: \(String(cString: rd_kafka_err2str(err)))", brokerCode: err.rawValue)
-                client?.onDelivery?(token, error)
+                client?.onDelivery?(token, error == nil ? (message.pointee.partition, message.pointee.offset) : nil, error)
             }
         }
         let type = kind == .consumer ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER
@@ -176,7 +176,7 @@ final class RDKafkaClient: @unchecked Sendable {
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
             // Give up the assignment after the listener drained and committed.
             _ = onRebalance?(.revoke(tps))
-            if let failure = Self.assignChecked(handle, nil) {
+            if let failure = Self.unassignChecked(handle, partitions) {
                 rebalanceFailures.append((KafkaError(.consume, "giving up \(tps.map(\.description).joined(separator: ", ")) failed: \(failure)"), true))
             }
         default:
@@ -185,10 +185,21 @@ final class RDKafkaClient: @unchecked Sendable {
             // (consumer errors metric, log), not hidden.
             rebalanceFailures.append((KafkaError(.consume, "rebalance error: \(Self.describe(err)); partitions \(tps.map(\.description).joined(separator: ", ")) given up until the group rebalances", brokerCode: err.rawValue), false))
             _ = onRebalance?(.revoke(tps))
-            if let failure = Self.assignChecked(handle, nil) {
+            if let failure = Self.unassignChecked(handle, partitions) {
                 rebalanceFailures.append((KafkaError(.consume, "giving up the assignment after a rebalance error failed: \(failure)"), true))
             }
         }
+    }
+
+    /// Gives up these partitions: all of them under an eager assignor, only these under the
+    /// cooperative one (which revokes incrementally). Returns why it failed, or nil.
+    private static func unassignChecked(_ rk: OpaquePointer, _ list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) -> String? {
+        if rd_kafka_rebalance_protocol(rk).map({ String(cString: $0) }) == "COOPERATIVE" {
+            guard let e = rd_kafka_incremental_unassign(rk, list) else { return nil }
+            defer { rd_kafka_error_destroy(e) }
+            return String(cString: rd_kafka_error_string(e))
+        }
+        return assignChecked(rk, nil)
     }
 
     /// Applies an assignment (nil: none); returns why it failed, or nil.
@@ -368,6 +379,49 @@ final class RDKafkaClient: @unchecked Sendable {
     }
 
     var outQueueLength: Int32 { rd_kafka_outq_len(handle) }
+
+    // MARK: transactions (exactly-once mode)
+
+    /// Runs one transactional call; its rd_kafka_error_t becomes a KafkaError that says whether
+    /// to retry the call, abort the transaction, or stop (fenced or fatal).
+    private func transactional(_ what: String, _ call: () -> OpaquePointer?) throws(KafkaError) {
+        guard let e = call() else { return }
+        defer { rd_kafka_error_destroy(e) }
+        let advice: KafkaError.TransactionAdvice = rd_kafka_error_is_fatal(e) != 0 ? .fatal
+            : rd_kafka_error_txn_requires_abort(e) != 0 ? .abort
+            : rd_kafka_error_is_retriable(e) != 0 ? .retry : .fatal
+        let code = rd_kafka_error_code(e)
+        throw KafkaError(.transaction, "\(what): \(String(cString: rd_kafka_error_string(e)))", brokerCode: code.rawValue, transactionAdvice: advice)
+    }
+
+    func initTransactions(timeoutMs: Int32) throws(KafkaError) {
+        try transactional("initialising transactions") { rd_kafka_init_transactions(handle, timeoutMs) }
+    }
+
+    func beginTransaction() throws(KafkaError) {
+        try transactional("beginning a transaction") { rd_kafka_begin_transaction(handle) }
+    }
+
+    /// Adds the consumer's next offsets to the open transaction, fenced by the consumer's group
+    /// generation (KIP-447): a zombie that lost its partitions cannot commit them.
+    func sendOffsetsToTransaction(_ offsets: [TopicPartition: Int64], consumer: RDKafkaClient, timeoutMs: Int32) throws(KafkaError) {
+        guard !offsets.isEmpty else { return }
+        let list = Self.makeList(offsets.map { ($0.key, $0.value) })
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        guard let metadata = rd_kafka_consumer_group_metadata(consumer.handle) else {
+            throw KafkaError(.transaction, "the consumer has no group metadata (not subscribed?)", transactionAdvice: .fatal)
+        }
+        defer { rd_kafka_consumer_group_metadata_destroy(metadata) }
+        try transactional("sending offsets to the transaction") { rd_kafka_send_offsets_to_transaction(handle, list, metadata, timeoutMs) }
+    }
+
+    func commitTransaction(timeoutMs: Int32) throws(KafkaError) {
+        try transactional("committing the transaction") { rd_kafka_commit_transaction(handle, timeoutMs) }
+    }
+
+    func abortTransaction(timeoutMs: Int32) throws(KafkaError) {
+        try transactional("aborting the transaction") { rd_kafka_abort_transaction(handle, timeoutMs) }
+    }
 
     /// A fatal client error (e.g. idempotent producer fenced), if one was raised.
     func fatalError() -> KafkaError? {
@@ -555,6 +609,12 @@ final class MockClusterHandle: @unchecked Sendable {
 
     func setBroker(_ id: Int32, up: Bool) {
         if up { _ = rd_kafka_mock_broker_set_up(pointer, id) } else { _ = rd_kafka_mock_broker_set_down(pointer, id) }
+    }
+
+    /// The next requests of this API key (Kafka protocol number) fail with these errors, in order.
+    func pushRequestErrors(apiKey: Int16, errors: [Int32]) {
+        let codes = errors.map { rd_kafka_resp_err_t(rawValue: $0) }
+        codes.withUnsafeBufferPointer { _ = rd_kafka_mock_push_request_errors_array(pointer, apiKey, codes.count, $0.baseAddress) }
     }
 
     func destroy() { rd_kafka_mock_cluster_destroy(pointer) }

@@ -1,0 +1,283 @@
+// The sessions changelog from the pipeline's side: restoring a partition that arrives here with
+// local state behind the changelog, and keeping standby copies of partitions owned elsewhere
+// (docs/architecture.md, "Sessions changelog" and "Standby replicas"). Record format and batch
+// rules: StreamRecStorage/SessionChangelog.swift.
+//
+// Local bookkeeping, in the same LevelDB as the sessions and written in the same batches:
+//   o/<input topic>/<p>      next input offset the local sessions of partition p reflect
+//   o/<changelog topic>/<p>  next changelog offset they reflect (where a restore starts)
+//
+// Everything here runs on the pipeline thread (restores inside the assignment callback, standby
+// polls between micro-batches), so sessions and vocabulary need no extra locking.
+import Foundation
+import Logging
+import StreamRecKafka
+import StreamRecStorage
+
+public final class ChangelogRestorer {
+    let topic: String
+    let inputTopic: String
+    private let consumer: KafkaConsumer
+    private let sessions: SessionStore
+    private let vocabulary: Vocabulary
+    private let metrics: PipelineMetrics
+    private let logger: Logger
+    private let recordsPerWrite: Int
+    private let standbyEnabled: Bool
+    private let readTimeoutMs: Int32
+    /// Partitions of the changelog (= of the input).
+    let partitionCount: Int
+
+    /// Standby partitions and their un-closed batches.
+    private var standby: [Int32: ChangelogReplayer] = [:]
+    private var standbyPosition: [Int32: Int64] = [:]
+
+    struct Outcome {
+        /// Where input resumes; nil when the changelog held no marker for the partition.
+        var nextInputOffset: Int64?
+        var records: Int
+        var sessions: Int
+        var bytes: Int
+        var seconds: Double
+    }
+
+    init(config: StreamRecConfig, brokers: String, sessions: SessionStore, vocabulary: Vocabulary,
+         metrics: PipelineMetrics, logger: Logger) throws {
+        topic = config.kafka.changelogTopic
+        inputTopic = config.kafka.inputTopic
+        self.sessions = sessions
+        self.vocabulary = vocabulary
+        self.metrics = metrics
+        self.logger = logger
+        recordsPerWrite = config.state.restoreBatch
+        standbyEnabled = config.state.standbyReplicas > 0
+        readTimeoutMs = config.state.restoreTimeoutMs
+        var p = KafkaClients.consumer(config, brokers: brokers)
+        // Never joins or commits (assign() only); librdkafka still wants a group id.
+        p["group.id"] = "\(config.kafka.groupID)-restore"
+        // Only whole transactions count in exactly-once mode; harmless otherwise.
+        p["isolation.level"] = "read_committed"
+        p["fetch.max.bytes"] = "52428800"
+        p["max.partition.fetch.bytes"] = "8388608"
+        consumer = try KafkaConsumer(properties: p)
+        guard let count = try consumer.partitionCount(topic) else {
+            throw ConfigError(key: "kafka.changelog_topic", source: "serve", message: "topic '\(topic)' does not exist; create it with `streamrec topics apply --brokers ...` (topology/topics.yaml declares it: compacted, as many partitions as '\(config.kafka.inputTopic)')")
+        }
+        guard let inputCount = try consumer.partitionCount(config.kafka.inputTopic) else {
+            throw ConfigError(key: "kafka.input_topic", source: "serve", message: "topic '\(config.kafka.inputTopic)' does not exist; create it with `streamrec topics apply`")
+        }
+        guard count == inputCount else {
+            throw ConfigError(key: "kafka.changelog_topic", source: "serve", message: "'\(topic)' has \(count) partitions but '\(config.kafka.inputTopic)' has \(inputCount); they must be co-partitioned (equal counts): recreate the changelog with \(inputCount) partitions")
+        }
+        partitionCount = count
+    }
+
+    func close() { consumer.close() }
+
+    // MARK: restore
+
+    /// Brings partition `p`'s local sessions up to the changelog's end. Reads from the local
+    /// changelog offset (0 when `distrustLocal` or none is stored), in bounded write batches.
+    func restore(partition p: Int32, distrustLocal: Bool = false) throws -> Outcome {
+        let started = DispatchTime.now().uptimeNanoseconds
+        standby[p] = nil
+        standbyPosition[p] = nil
+        metrics.clearStandbyLag(partition: p)
+        let tp = TopicPartition(topic, p)
+        let (low, high) = try consumer.queryWatermarks(tp)
+        var from = distrustLocal ? low : max(low, try sessions.nextOffset(topic: topic, partition: p) ?? low)
+        var outcome = Outcome(nextInputOffset: try sessions.nextOffset(topic: inputTopic, partition: p), records: 0, sessions: 0, bytes: 0, seconds: 0)
+        if distrustLocal {
+            // Sessions of this partition newer than the changelog must not survive: drop them all
+            // and rebuild the partition from the changelog alone.
+            let users = try sessions.users(inPartition: p)
+            var batch = WriteBatch()
+            for user in users { sessions.stageRemoval(user, into: &batch) }
+            try sessions.commit(batch, sessions: [], removed: users)
+            outcome.nextInputOffset = nil
+        }
+        guard from < high else {
+            finish(&outcome, started)
+            return outcome
+        }
+        metrics.restoring(+1)
+        defer { metrics.restoring(-1) }
+        logger.info("restoring \(inputTopic)[\(p)] from \(topic)", metadata: ["from": "\(from)", "to": "\(high)"])
+        try consumer.assign([tp: .offset(from)])
+        var replayer = ChangelogReplayer()
+        var writer = RestoreWriter(sessions: sessions, vocabulary: vocabulary, partition: p, changelogTopic: topic, inputTopic: inputTopic)
+        var position = from
+        var lastProgress = Date()
+        var lastLog = Date()
+        while position < high {
+            let messages = try consumer.poll(maxMessages: 5_000, timeoutMs: 200)
+            if messages.isEmpty {
+                // Records past the last stable offset (an open transaction) are held back until
+                // it ends; transaction.timeout.ms bounds that.
+                if Date().timeIntervalSince(lastProgress) * 1000 > Double(readTimeoutMs) {
+                    throw PipelineError(code: .kafka, message: "restoring \(tp): no progress for \(readTimeoutMs) ms at offset \(position) of \(high) (state.restore_timeout_ms); is the broker reachable, or a transaction stuck open?")
+                }
+                continue
+            }
+            lastProgress = Date()
+            for m in messages where m.partition == p {
+                outcome.records += 1
+                outcome.bytes += (m.key?.count ?? 0) + (m.value?.count ?? 0)
+                let record = try ChangelogRecord.decode(key: m.key, value: m.value, where: "\(tp)@\(m.offset)")
+                position = m.offset + 1
+                if let (batch, next) = replayer.feed(record, offset: m.offset) {
+                    try writer.add(batch, nextInputOffset: next, nextChangelogOffset: m.offset + 1)
+                    if writer.count >= recordsPerWrite { outcome.sessions += try writer.flush(sync: false) }
+                }
+            }
+            metrics.restoredRecords(messages.count)
+            if Date().timeIntervalSince(lastLog) >= 5 {
+                lastLog = Date()
+                logger.info("restoring \(tp)", metadata: ["at": "\(position)", "to": "\(high)", "records": "\(outcome.records)"])
+            }
+            from = position
+        }
+        outcome.sessions += try writer.flush(sync: true)
+        if let next = writer.lastNextInputOffset { outcome.nextInputOffset = next }
+        finish(&outcome, started)
+        logger.info("restored \(inputTopic)[\(p)]", metadata: [
+            "records": "\(outcome.records)", "sessions": "\(outcome.sessions)", "seconds": "\(String(format: "%.2f", outcome.seconds))",
+            "next_input_offset": "\(outcome.nextInputOffset.map(String.init) ?? "none")",
+        ])
+        return outcome
+    }
+
+    private func finish(_ outcome: inout Outcome, _ started: UInt64) {
+        outcome.seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        metrics.restoreSeconds(outcome.seconds)
+    }
+
+    // MARK: standby replicas
+
+    /// Tails the changelog of every partition this instance does not own (when standbys are on),
+    /// each from its local changelog offset.
+    func setStandby(owned: Set<Int32>) throws {
+        guard standbyEnabled else { return }
+        let wanted = Set((0..<Int32(partitionCount)).filter { !owned.contains($0) })
+        for p in Array(standby.keys) where !wanted.contains(p) {
+            standby[p] = nil; standbyPosition[p] = nil; metrics.clearStandbyLag(partition: p)
+        }
+        var starts: [TopicPartition: StartOffset] = [:]
+        for p in wanted {
+            let from = try sessions.nextOffset(topic: topic, partition: p)
+            starts[TopicPartition(topic, p)] = from.map { .offset($0) } ?? .beginning
+            standby[p] = ChangelogReplayer()
+            standbyPosition[p] = from ?? 0
+        }
+        try consumer.assign(starts)
+        metrics.standbyPartitions(wanted.count)
+    }
+
+    /// Applies what the standby partitions' changelog has gained, up to `maxRecords`; returns the
+    /// number of records read. Non-blocking.
+    @discardableResult
+    func pollStandby(maxRecords: Int) throws -> Int {
+        guard standbyEnabled, !standby.isEmpty else { return 0 }
+        let messages = try consumer.poll(maxMessages: maxRecords, timeoutMs: 0)
+        guard !messages.isEmpty else { return 0 }
+        var writers: [Int32: RestoreWriter] = [:]
+        for m in messages {
+            guard var replayer = standby[m.partition] else { continue }
+            let record = try ChangelogRecord.decode(key: m.key, value: m.value, where: "\(m.topicPartition)@\(m.offset)")
+            standbyPosition[m.partition] = m.offset + 1
+            if let (batch, next) = replayer.feed(record, offset: m.offset) {
+                var writer = writers[m.partition] ?? RestoreWriter(sessions: sessions, vocabulary: vocabulary, partition: m.partition,
+                                                                    changelogTopic: topic, inputTopic: inputTopic)
+                try writer.add(batch, nextInputOffset: next, nextChangelogOffset: m.offset + 1)
+                writers[m.partition] = writer
+            }
+            standby[m.partition] = replayer
+        }
+        // Not synced: a lost standby write is read again from the changelog.
+        for var writer in writers.values { _ = try writer.flush(sync: false) }
+        metrics.restoredRecords(messages.count)
+        for (p, position) in standbyPosition {
+            if let high = consumer.cachedHighWatermark(TopicPartition(topic, p)) {
+                metrics.setStandbyLag(partition: p, max(0, high - position))
+            }
+        }
+        return messages.count
+    }
+}
+
+/// Turns closed changelog batches into LevelDB writes: the latest record per user wins, dense ids
+/// come from this instance's vocabulary, and the offsets move only with whole batches.
+struct RestoreWriter {
+    let sessions: SessionStore
+    let vocabulary: Vocabulary
+    let partition: Int32
+    let changelogTopic: String
+    let inputTopic: String
+    private var latest: [String: ChangelogRecord] = [:]
+    private var nextInput: Int64?
+    private var nextChangelog: Int64?
+    private(set) var lastNextInputOffset: Int64?
+
+    init(sessions: SessionStore, vocabulary: Vocabulary, partition: Int32, changelogTopic: String, inputTopic: String) {
+        self.sessions = sessions
+        self.vocabulary = vocabulary
+        self.partition = partition
+        self.changelogTopic = changelogTopic
+        self.inputTopic = inputTopic
+    }
+
+    var count: Int { latest.count }
+
+    mutating func add(_ records: [ChangelogRecord], nextInputOffset: Int64, nextChangelogOffset: Int64) throws {
+        for record in records {
+            switch record {
+            case .session(let user, _, _, _), .tombstone(let user): latest[user] = record
+            case .marker: break
+            }
+        }
+        nextInput = nextInputOffset
+        nextChangelog = nextChangelogOffset
+        lastNextInputOffset = nextInputOffset
+    }
+
+    /// Writes what is held; returns the number of sessions written or removed.
+    mutating func flush(sync: Bool) throws -> Int {
+        guard let nextChangelog else { return 0 }
+        var batch = WriteBatch()
+        var written: [Session] = []
+        var removed: [String] = []
+        for record in latest.values {
+            switch record {
+            case .session(let user, _, let lastSeenMs, let events):
+                let session = Session(user: user, events: events.map { SessionEvent(item: vocabulary.idOrAssign($0.item), timestampMs: $0.timestampMs) },
+                                      lastSeenMs: lastSeenMs, partition: partition)
+                sessions.stage(session, into: &batch)
+                written.append(session)
+            case .tombstone(let user):
+                sessions.stageRemoval(user, into: &batch)
+                removed.append(user)
+            case .marker:
+                break
+            }
+        }
+        vocabulary.stagePending(into: &batch)
+        sessions.stageOffset(topic: changelogTopic, partition: partition, nextOffset: nextChangelog, into: &batch)
+        if let nextInput { sessions.stageOffset(topic: inputTopic, partition: partition, nextOffset: nextInput, into: &batch) }
+        do {
+            if sync {
+                try sessions.commit(batch, sessions: written, removed: removed)
+            } else {
+                try sessions.store.write(batch, sync: false)
+                // The cache holds only committed sessions: refresh what it may hold.
+                for user in written.map(\.user) + removed { sessions.forget(user) }
+            }
+        } catch {
+            throw PipelineError(code: .storage, message: "LevelDB: writing restored sessions of partition \(partition) failed: \(error)")
+        }
+        vocabulary.didCommitPending()
+        let n = latest.count
+        latest.removeAll(keepingCapacity: true)
+        self.nextChangelog = nil
+        return n
+    }
+}
