@@ -337,6 +337,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         for session in expired {
             outputs.append(changelogRecord(.tombstone(user: session.user), partition: session.partition ?? 0))
         }
+        let markersFrom = outputs.count
         for (tp, next) in nextOffsets {
             outputs.append(changelogRecord(.marker(nextInputOffset: next), partition: tp.partition))
         }
@@ -347,7 +348,10 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         if config.delivery == .exactlyOnce {
             try deliverTransaction(outputs, offsets: nextOffsets)
         } else {
-            try deliver(outputs)
+            // The markers go only after everything else of the batch is acknowledged: a restore
+            // that sees a marker may skip the batch's inputs, so their answers must be in already.
+            try deliver(outputs, 0..<markersFrom)
+            try deliver(outputs, markersFrom..<outputs.count)
         }
         let changelogEnds = changelogEnd(outputs, delivered: producer.takeDeliveredOffsets())
         let commitStart = clock.add(.delivery, since: deliveryStart)
@@ -429,10 +433,11 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
 
     /// Sends every record and waits until all are acknowledged, resending the ones that failed for
     /// good. Blocks through broker outages (that is the backpressure); gives up only when stopping.
-    private func deliver(_ records: [KafkaRecord]) throws {
-        guard !records.isEmpty else { return }
-        for (i, record) in records.enumerated() {
-            try kafka { try producer.send(record, token: i) }
+    /// `range`: which of `records` to send now; a record's token is its index in `records`.
+    private func deliver(_ records: [KafkaRecord], _ range: Range<Int>) throws {
+        guard !range.isEmpty else { return }
+        for i in range {
+            try kafka { try producer.send(records[i], token: i) }
         }
         var stoppingSince: Double? = nil
         while true {

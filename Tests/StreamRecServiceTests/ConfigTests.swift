@@ -63,6 +63,23 @@ import Testing
         #expect(throws: ConfigError.self) { try ConfigLoader.load(file: "/nonexistent/streamrec.yaml", environment: [:]) }
     }
 
+    @Test func scaleOutKeysMeanTheSameFromFileEnvironmentAndFlags() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("scale-\(UUID().uuidString).yaml")
+        try "delivery: exactly_once\nkafka:\n  instance_id: host-1\nstate:\n  standby_replicas: 1\n".write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let fromFile = try ConfigLoader.load(file: file.path, environment: [:])
+        let fromEnv = try ConfigLoader.load(file: nil, environment: ["STREAMREC_DELIVERY": "exactly_once", "STREAMREC_KAFKA_INSTANCE_ID": "host-1",
+                                                                      "STREAMREC_STATE_STANDBY_REPLICAS": "1"])
+        for c in [fromFile, fromEnv] {
+            #expect(c.delivery == .exactlyOnce && c.kafka.instanceID == "host-1" && c.state.standbyReplicas == 1)
+        }
+        #expect(try ConfigLoader.load(file: nil, environment: [:]).delivery == .atLeastOnce)
+        for (key, bad) in [("delivery", "twice"), ("kafka.instance_id", "a b"), ("state.standby_replicas", "-1"), ("kafka.changelog_topic", "")] {
+            let error = #expect(throws: ConfigError.self) { try ConfigLoader.load(file: nil, environment: [:], overrides: [key: bad]) }
+            #expect(error?.key == key)
+        }
+    }
+
     @Test func topologyFileOfTheRepositoryParses() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let topology = try Topology.load(path: root.appendingPathComponent("topology/topics.yaml").path)
@@ -71,6 +88,8 @@ import Testing
         #expect(topology.topic(role: "dlq")?.name == "interactions.dlq")
         #expect(topology.topic(role: "model-updates")?.name == "model-updates")
         #expect(topology.topic(role: "model-updates")?.config["cleanup.policy"] == "compact")
+        #expect(topology.topic(role: "changelog")?.config["cleanup.policy"] == "compact")
+        #expect(topology.topic(role: "changelog")?.partitions == topology.topic(role: "input")?.partitions, "co-partitioned")
         #expect(topology.topics.allSatisfy { $0.partitions > 0 })
         #expect(throws: ConfigError.self) { try Topology.parse("topics:\n  - name: x\n    partitions: 0\n", source: "t") }
     }
