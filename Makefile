@@ -12,7 +12,7 @@ BENCH_DIR    := var/bench
 BENCH_KERNELS ?= auto
 BENCH_BLAS   := $(if $(filter auto,$(BENCH_KERNELS)),env -u OPENBLAS_CORETYPE,env OPENBLAS_CORETYPE=$(BENCH_KERNELS))
 
-.PHONY: setup setup-system setup-python setup-models setup-peer build release test test-unit test-kernels test-realbroker test-alerts demo bench bench-minilm clean broker-start broker-stop
+.PHONY: setup setup-system setup-python setup-models setup-peer build release test test-unit test-kernels test-realbroker test-chaos test-alerts demo bench bench-minilm clean broker-start broker-stop
 
 ## setup: Debian packages (librdkafka, LevelDB, OpenBLAS, kcat, promtool), the Python test venv and the
 ## text encoder's model files (models/all-MiniLM-L6-v2, git-ignored).
@@ -63,6 +63,14 @@ test-unit: setup-system
 test-realbroker: setup-python
 	@test -x $(CONFIG_DEBUG) || $(SWIFT) build
 	STREAMREC_BIN=$(abspath $(CONFIG_DEBUG)) .venv/bin/python -m pytest -q Tests/realbroker $(PYTEST_ARGS)
+
+## test-chaos: the chaos suite at a larger size, and the failover measurement (with and without a
+## standby), against tansu; counts and timings in var/chaos/.
+test-chaos: setup-python
+	@test -x $(CONFIG_DEBUG) || $(SWIFT) build
+	STREAMREC_BIN=$(abspath $(CONFIG_DEBUG)) STREAMREC_FAILOVER=1 STREAMREC_CHAOS_EVENTS=$${STREAMREC_CHAOS_EVENTS:-40000} \
+	  STREAMREC_CHAOS_USERS=$${STREAMREC_CHAOS_USERS:-20000} STREAMREC_CHAOS_RATE=$${STREAMREC_CHAOS_RATE:-200} \
+	  .venv/bin/python -m pytest -q -s Tests/realbroker/test_chaos.py $(PYTEST_ARGS)
 
 ## test-alerts: the alert rules parse (promtool check rules) and fire, or stay quiet, on the
 ## series in their unit tests (promtool test rules); promtool comes with Debian's prometheus.

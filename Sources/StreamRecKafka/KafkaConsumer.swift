@@ -1,11 +1,15 @@
 // A consumer-group member with manual offsets. Not thread-safe by design: one dedicated thread
 // owns it (librdkafka's poll calls block, so they never run on Swift's cooperative pool).
+import Foundation
 
 public final class KafkaConsumer: @unchecked Sendable {
     let client: RDKafkaClient
     public weak var listener: PartitionAssignmentListener?
-    /// Non-fatal errors seen while polling (transport errors, unknown topics); fatal ones throw.
-    public var onError: ((KafkaError) -> Void)?
+    /// Non-fatal errors seen while polling (all brokers down, transport errors, unknown topics);
+    /// fatal ones throw. By default written to standard error, as librdkafka would log them.
+    public var onError: ((KafkaError) -> Void)? = { error in
+        FileHandle.standardError.write(Data("kafka consumer: \(error.message)\n".utf8))
+    }
     /// Messages fetched in the current poll call, visible to a rebalance that happens mid-poll.
     private var inFlight: [KafkaMessage] = []
 

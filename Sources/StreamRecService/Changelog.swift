@@ -17,7 +17,10 @@ import StreamRecStorage
 public final class ChangelogRestorer {
     let topic: String
     let inputTopic: String
+    /// Tails the standby partitions; a restore reads with a consumer of its own.
     private let consumer: KafkaConsumer
+    private let readerProperties: [String: String]
+    private let transactional: Bool
     private let sessions: SessionStore
     private let vocabulary: Vocabulary
     private let metrics: PipelineMetrics
@@ -59,6 +62,8 @@ public final class ChangelogRestorer {
         p["isolation.level"] = "read_committed"
         p["fetch.max.bytes"] = "52428800"
         p["max.partition.fetch.bytes"] = "8388608"
+        readerProperties = p
+        transactional = config.delivery == .exactlyOnce
         consumer = try KafkaConsumer(properties: p)
         guard let count = try consumer.partitionCount(topic) else {
             throw ConfigError(key: "kafka.changelog_topic", source: "serve", message: "topic '\(topic)' does not exist; create it with `streamrec topics apply --brokers ...` (topology/topics.yaml declares it: compacted, as many partitions as '\(config.kafka.inputTopic)')")
@@ -76,80 +81,116 @@ public final class ChangelogRestorer {
 
     // MARK: restore
 
-    /// Brings partition `p`'s local sessions up to the changelog's end. Reads from the local
-    /// changelog offset (0 when `distrustLocal` or none is stored), in bounded write batches.
-    func restore(partition p: Int32, distrustLocal: Bool = false) throws -> Outcome {
+    /// Brings these partitions' local sessions up to the changelog's end, all with one reader
+    /// (its start-up, about half a second, is paid once per assignment, not per partition). Each
+    /// partition reads from its local changelog offset (the start when it is in `distrust` or has
+    /// none stored), in bounded write batches.
+    ///
+    /// A partition's end is the high watermark of this reader's own fetch responses: not a
+    /// ListOffsets answer (tansu 0.6 answers those wrongly), nor a cached value of an older
+    /// assignment (which can be behind).
+    func restore(partitions: [Int32], distrust: Set<Int32> = []) throws -> [Int32: Outcome] {
+        guard !partitions.isEmpty else { return [:] }
         let started = DispatchTime.now().uptimeNanoseconds
-        standby[p] = nil
-        standbyPosition[p] = nil
-        metrics.clearStandbyLag(partition: p)
-        let tp = TopicPartition(topic, p)
-        let (low, high) = try consumer.queryWatermarks(tp)
-        var from = distrustLocal ? low : max(low, try sessions.nextOffset(topic: topic, partition: p) ?? low)
-        var outcome = Outcome(nextInputOffset: try sessions.nextOffset(topic: inputTopic, partition: p), records: 0, sessions: 0, bytes: 0, seconds: 0)
-        if distrustLocal {
-            // Sessions of this partition newer than the changelog must not survive: drop them all
-            // and rebuild the partition from the changelog alone.
-            let users = try sessions.users(inPartition: p)
-            var batch = WriteBatch()
-            for user in users { sessions.stageRemoval(user, into: &batch) }
-            try sessions.commit(batch, sessions: [], removed: users)
-            outcome.nextInputOffset = nil
-        }
-        guard from < high else {
-            finish(&outcome, started)
-            return outcome
-        }
-        metrics.restoring(+1)
-        defer { metrics.restoring(-1) }
-        logger.info("restoring \(inputTopic)[\(p)] from \(topic)", metadata: ["from": "\(from)", "to": "\(high)"])
-        try consumer.assign([tp: .offset(from)])
-        var replayer = ChangelogReplayer()
-        var writer = RestoreWriter(sessions: sessions, vocabulary: vocabulary, partition: p, changelogTopic: topic, inputTopic: inputTopic)
-        var position = from
-        var lastProgress = Date()
-        var lastLog = Date()
-        while position < high {
-            let messages = try consumer.poll(maxMessages: 5_000, timeoutMs: 200)
-            if messages.isEmpty {
-                // Records past the last stable offset (an open transaction) are held back until
-                // it ends; transaction.timeout.ms bounds that.
-                if Date().timeIntervalSince(lastProgress) * 1000 > Double(readTimeoutMs) {
-                    throw PipelineError(code: .kafka, message: "restoring \(tp): no progress for \(readTimeoutMs) ms at offset \(position) of \(high) (state.restore_timeout_ms); is the broker reachable, or a transaction stuck open?")
-                }
-                continue
+        // A class: updated in place per record (a struct in the dictionary would be copied
+        // whole, with its pending records, on every change).
+        final class Progress {
+            let tp: TopicPartition
+            let from: Int64
+            var position: Int64
+            var replayer = ChangelogReplayer()
+            var writer: RestoreWriter
+            var outcome: Outcome
+            var done = false
+            var lastProgress = Date()
+            init(tp: TopicPartition, from: Int64, position: Int64, writer: RestoreWriter, outcome: Outcome) {
+                self.tp = tp; self.from = from; self.position = position; self.writer = writer; self.outcome = outcome
             }
-            lastProgress = Date()
-            for m in messages where m.partition == p {
-                outcome.records += 1
-                outcome.bytes += (m.key?.count ?? 0) + (m.value?.count ?? 0)
-                let record = try ChangelogRecord.decode(key: m.key, value: m.value, where: "\(tp)@\(m.offset)")
-                position = m.offset + 1
-                if let (batch, next) = replayer.feed(record, offset: m.offset) {
-                    try writer.add(batch, nextInputOffset: next, nextChangelogOffset: m.offset + 1)
-                    if writer.count >= recordsPerWrite { outcome.sessions += try writer.flush(sync: false) }
+        }
+        var progress: [Int32: Progress] = [:]
+        var starts: [TopicPartition: StartOffset] = [:]
+        for p in partitions {
+            standby[p] = nil
+            standbyPosition[p] = nil
+            metrics.clearStandbyLag(partition: p)
+            let tp = TopicPartition(topic, p)
+            let stored = distrust.contains(p) ? nil : try sessions.nextOffset(topic: topic, partition: p)
+            var outcome = Outcome(nextInputOffset: try sessions.nextOffset(topic: inputTopic, partition: p), records: 0, sessions: 0, bytes: 0, seconds: 0)
+            if distrust.contains(p) {
+                // Sessions of this partition newer than the changelog must not survive: drop them
+                // all and rebuild the partition from the changelog alone.
+                let users = try sessions.users(inPartition: p)
+                var batch = WriteBatch()
+                for user in users { sessions.stageRemoval(user, into: &batch) }
+                try sessions.commit(batch, sessions: [], removed: users)
+                outcome.nextInputOffset = nil
+            }
+            progress[p] = Progress(tp: tp, from: stored ?? 0, position: stored ?? 0,
+                                   writer: RestoreWriter(sessions: sessions, vocabulary: vocabulary, partition: p, changelogTopic: topic, inputTopic: inputTopic),
+                                   outcome: outcome)
+            starts[tp] = stored.map { .offset($0) } ?? .beginning
+        }
+        metrics.restoring(partitions.count)
+        var restoring = partitions.count
+        defer { metrics.restoring(-restoring) }
+        let reader = try KafkaConsumer(properties: readerProperties)
+        defer { reader.close() }
+        try reader.assign(starts)
+        var lastLog = Date()
+        while progress.values.contains(where: { !$0.done }) {
+            let messages = try reader.poll(maxMessages: 5_000, timeoutMs: 100)
+            for m in messages {
+                guard let state = progress[m.partition], !state.done else { continue }
+                state.outcome.records += 1
+                state.outcome.bytes += (m.key?.count ?? 0) + (m.value?.count ?? 0)
+                let record = try ChangelogRecord.decode(key: m.key, value: m.value, where: "\(state.tp)@\(m.offset)")
+                state.position = m.offset + 1
+                state.lastProgress = Date()
+                if let (batch, next) = state.replayer.feed(record, offset: m.offset) {
+                    try state.writer.add(batch, nextInputOffset: next, nextChangelogOffset: m.offset + 1)
+                    if state.writer.count >= recordsPerWrite { state.outcome.sessions += try state.writer.flush(sync: false) }
                 }
             }
             metrics.restoredRecords(messages.count)
+            let arrived = Set(messages.map(\.partition))
+            for (p, state) in progress where !state.done && !arrived.contains(p) {
+                let idle = Date().timeIntervalSince(state.lastProgress)
+                if let high = reader.cachedHighWatermark(state.tp) {
+                    // Exactly-once: a transaction's commit marker takes an offset no record has,
+                    // so the last records may end below the high watermark; a second without
+                    // records then means the end.
+                    if state.position >= high || (transactional && idle > 1) {
+                        state.outcome.sessions += try state.writer.flush(sync: true)
+                        if let next = state.writer.lastNextInputOffset { state.outcome.nextInputOffset = next }
+                        state.outcome.seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+                        state.done = true
+                        restoring -= 1
+                        metrics.restoring(-1)
+                        logger.info("restored \(inputTopic)[\(p)]", metadata: [
+                            "records": "\(state.outcome.records)", "sessions": "\(state.outcome.sessions)",
+                            "seconds": "\(String(format: "%.2f", state.outcome.seconds))",
+                            "next_input_offset": "\(state.outcome.nextInputOffset.map(String.init) ?? "none")",
+                        ])
+                        continue
+                    }
+                }
+                // Records past the last stable offset (an open transaction) are held back until
+                // it ends; transaction.timeout.ms bounds that.
+                if idle * 1000 > Double(readTimeoutMs) {
+                    throw PipelineError(code: .kafka, message: "restoring \(state.tp): no progress for \(readTimeoutMs) ms at offset \(state.position) (high watermark \(reader.cachedHighWatermark(state.tp).map(String.init) ?? "not fetched yet"); state.restore_timeout_ms); is the broker reachable, or a transaction stuck open?")
+                }
+            }
             if Date().timeIntervalSince(lastLog) >= 5 {
                 lastLog = Date()
-                logger.info("restoring \(tp)", metadata: ["at": "\(position)", "to": "\(high)", "records": "\(outcome.records)"])
+                for state in progress.values where !state.done {
+                    logger.info("restoring \(state.tp)", metadata: ["from": "\(state.from)", "at": "\(state.position)",
+                                                                    "high_watermark": "\(reader.cachedHighWatermark(state.tp).map(String.init) ?? "?")",
+                                                                    "records": "\(state.outcome.records)"])
+                }
             }
-            from = position
         }
-        outcome.sessions += try writer.flush(sync: true)
-        if let next = writer.lastNextInputOffset { outcome.nextInputOffset = next }
-        finish(&outcome, started)
-        logger.info("restored \(inputTopic)[\(p)]", metadata: [
-            "records": "\(outcome.records)", "sessions": "\(outcome.sessions)", "seconds": "\(String(format: "%.2f", outcome.seconds))",
-            "next_input_offset": "\(outcome.nextInputOffset.map(String.init) ?? "none")",
-        ])
-        return outcome
-    }
-
-    private func finish(_ outcome: inout Outcome, _ started: UInt64) {
-        outcome.seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-        metrics.restoreSeconds(outcome.seconds)
+        metrics.restoreSeconds(Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+        return progress.mapValues(\.outcome)
     }
 
     // MARK: standby replicas

@@ -23,6 +23,8 @@ public struct StreamRecConfig: Sendable {
         /// This instance's stable name: group.instance.id (static membership, so a restart gets
         /// its partitions back) and, in exactly-once mode, the base of its transactional.id.
         public var instanceID: String? = nil
+        /// Join the group as a static member named instanceID (group.instance.id).
+        public var staticMembership = true
         /// Longest a transaction may stay open before the broker aborts it (exactly-once mode).
         public var transactionTimeoutMs = 10_000
         public var clientID = "streamrec"
@@ -204,6 +206,7 @@ public enum ConfigLoader {
             c.kafka.instanceID = v
             return nil
         },
+        bool("kafka.static_membership", "with kafka.instance_id: join as a static member (a restart within session.timeout.ms keeps its partitions); false on brokers that never expire static members (tansu 0.6)", \.kafka.staticMembership),
         int("kafka.transaction_timeout_ms", "exactly-once: longest a transaction stays open before the broker aborts it (ms)", 1_000...900_000, \.kafka.transactionTimeoutMs),
         Key(name: "delivery", doc: "at_least_once | exactly_once — how answers reach the output topic") { c, v in
             guard let mode = DeliveryMode(rawValue: v) else { return "must be 'at_least_once' or 'exactly_once', got '\(v)'" }

@@ -27,6 +27,8 @@ public struct DemoOptions: Sendable {
     public var topologyPath = "topology/topics.yaml"
     public var metricsPort = -1
     public var liveLines = 8
+    /// at_least_once, or exactly_once (one transaction per micro-batch; to measure its cost).
+    public var delivery: DeliveryMode = .atLeastOnce
     public init() {}
 }
 
@@ -135,6 +137,9 @@ public enum Demo {
         config.kafka.outputTopic = output
         config.kafka.dlqTopic = dlq
         config.kafka.changelogTopic = changelog
+        config.delivery = options.delivery
+        config.kafka.instanceID = "demo"          // the transactional.id base in exactly-once mode
+        config.kafka.staticMembership = false
         config.kafka.groupID = "streamrec-demo"
         config.state.directory = work.appendingPathComponent("state").path
         config.model.snapshot = snapshotPath

@@ -20,7 +20,7 @@ enum KafkaClients {
             "socket.nagle.disable": "true",
             "log_level": "4",
         ]
-        if let instance = config.kafka.instanceID {
+        if let instance = config.kafka.instanceID, config.kafka.staticMembership {
             // Static membership: a restart within session.timeout.ms keeps its partitions (no
             // rebalance), and assignors order members by this name, so a restarted instance gets
             // the same partitions back after a rebalance too.

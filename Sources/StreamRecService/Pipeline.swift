@@ -602,19 +602,33 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
             logger.warning("could not read the group's committed offsets (\(error)); emitting for every replayed event")
         }
         var starts: [TopicPartition: StartOffset] = [:]
-        for tp in partitions {
-            do {
-                starts[tp] = try start(tp, committed: committed[tp])
-            } catch {
-                // Unknown local state must never read as "no state": replaying from the start
-                // would append every event again to sessions that already hold them. Stop loudly
-                // (the loop throws right after this poll, before any record is processed).
-                assignmentFailure = (error as? PipelineError)
-                    ?? PipelineError(code: .storage, message: "restoring \(tp) failed (\(error)); stopping instead of answering from unknown state")
-                starts[tp] = .end
-                continue
+        do {
+            var local: [TopicPartition: Int64?] = [:]
+            var distrust: Set<Int32> = []
+            for tp in partitions {
+                let stored = try sessions.nextOffset(topic: tp.topic, partition: tp.partition)
+                local[tp] = stored
+                // Exactly-once: the transaction that committed the group's offset is the truth.
+                // Local state past it (written by an at-least-once run, or a directory from
+                // elsewhere; LevelDB is written only after a commit) is not trusted. A group
+                // with no committed offset proves nothing.
+                if config.delivery == .exactlyOnce, let stored, let c = committed[tp], stored > c {
+                    logger.warning("local state of \(tp) is at \(stored) but the last committed transaction at \(c); rebuilding it from the changelog")
+                    distrust.insert(tp.partition)
+                }
             }
-            owned.insert(tp.partition)
+            let restored = try restorer.restore(partitions: partitions.map(\.partition), distrust: distrust)
+            for tp in partitions {
+                starts[tp] = start(tp, local: local[tp] ?? nil, restored: restored[tp.partition]!, committed: committed[tp])
+                owned.insert(tp.partition)
+            }
+        } catch {
+            // Unknown local state must never read as "no state": replaying from the start would
+            // append every event again to sessions that already hold them. Stop loudly (the loop
+            // throws right after this poll, before any record is processed).
+            assignmentFailure = (error as? PipelineError)
+                ?? PipelineError(code: .storage, message: "restoring \(partitions.map(\.description).joined(separator: ", ")) failed (\(error)); stopping instead of answering from unknown state")
+            for tp in partitions { starts[tp] = .end }
         }
         do {
             try restorer.setStandby(owned: owned)
@@ -625,18 +639,8 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         return starts
     }
 
-    /// Where an assigned partition starts: restored from the changelog when local state is behind it.
-    private func start(_ tp: TopicPartition, committed: Int64?) throws -> StartOffset {
-        let local = try sessions.nextOffset(topic: tp.topic, partition: tp.partition)
-        // Exactly-once: the transaction that committed `committed` is the truth. Local state past
-        // it (written by an at-least-once run, or by hand) is not trusted: rebuild from the changelog.
-        // (LevelDB is written only after the transaction commits, so this takes a mode switch or a
-        // state directory from elsewhere. A group with no committed offset proves nothing.)
-        let distrust = config.delivery == .exactlyOnce && local != nil && committed != nil && local! > committed!
-        if distrust {
-            logger.warning("local state of \(tp) is at \(local!) but the last committed transaction at \(committed!); rebuilding it from the changelog")
-        }
-        let restored = try restorer.restore(partition: tp.partition, distrustLocal: distrust)
+    /// Where an assigned partition starts, after its restore.
+    private func start(_ tp: TopicPartition, local: Int64?, restored: ChangelogRestorer.Outcome, committed: Int64?) -> StartOffset {
         let resume = restored.nextInputOffset
         emitFrom[tp] = committed ?? 0
         groupCommitted[tp] = committed

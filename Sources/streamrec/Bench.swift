@@ -11,12 +11,15 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference speed at the PyTorch peer's shapes (make bench runs the peer too).")
 
-    @Option(help: "Parts: all, sasrec-train, sasrec-infer, sasrec-stream (the serving path alone), memory (resident size with 4,096 cached SASRec users; not part of all), diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps, 1 and 4 seeds); or swap (model swap latency on the embedded cluster; not part of all).") var only: String = "all"
+    @Option(help: "Parts: all, sasrec-train, sasrec-infer, sasrec-stream (the serving path alone), memory (resident size with 4,096 cached SASRec users; not part of all), diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps, 1 and 4 seeds); or swap (model swap latency on the embedded cluster; not part of all), or restore (changelog restore against input replay, for ML-1M with --data and a synthetic stream; not part of all).") var only: String = "all"
     @Option(help: "Fewer sampling steps also measured for diffurec-infer (the peer runs all 32).") var fewSteps: Int = 4
     @Option(help: "Shrink the diffurec shapes (items,width,length,blocks), e.g. 2000,32,50,2, for a quick look.") var diffurecShape: String?
     @Option(help: "swap: the model served and swapped, sasrec or transition.") var swapModel: String = "sasrec"
     @Option(help: "swap: paced events per second.") var rate: Int = 1000
     @Option(help: "swap: seconds of paced stream (version 2 is announced halfway).") var seconds: Double = 20
+    @Option(help: "restore: a dataset (e.g. ../shared/data/ml-1m) measured besides the synthetic stream.") var data: String?
+    @Option(help: "restore: users of the synthetic stream.") var restoreUsers: Int = 1_000_000
+    @Option(help: "restore: events per user of the synthetic stream.") var restoreEventsPerUser: Int = 3
     @Option(help: "Write our figures as JSON here.") var json: String?
     @Option(help: "The peer's JSON (pytorch_peer.py --json) from this session: print ratios.") var peer: String?
     @Flag(help: "Fewer repetitions.") var quick = false
@@ -26,6 +29,7 @@ struct Bench: ParsableCommand {
         let kernels = KernelStartup.establish(logger: common.makeLogger("streamrec.bench"))
         print(kernels.startLine)
         if only == "swap" { return try swap() }
+        if only == "restore" { return try restore() }
         var ours: [String: [String: Double]] = [:]
         let runs = quick ? 30 : 200
         if only == "all" || only == "sasrec-train" {
@@ -121,6 +125,36 @@ struct Bench: ParsableCommand {
     }
 
     /// Steady-state vs swap-window end-to-end latency (docs/benchmarks.md, "Model swap latency").
+    private func restore() throws {
+        var logger = Logger(label: "streamrec.bench") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = .warning
+        var results: [RestoreBenchmarkResult] = []
+        if let data {
+            let dataset = try SequenceDataset.load(path: data)
+            results.append(try RestoreBenchmark.run(name: URL(fileURLWithPath: data).lastPathComponent, sequences: dataset.sequences,
+                                                    logger: logger) { print($0) })
+        }
+        let synthetic = (0..<restoreUsers).map { u in
+            (user: "user\(u)", items: (0..<restoreEventsPerUser).map { k in "item\((u &* 7919 &+ k &* 104_729) % 50_000)" })
+        }
+        // 64 partitions keep the mock broker's partition logs under their 100,000-record cap.
+        results.append(try RestoreBenchmark.run(name: "synthetic-\(restoreUsers)-users", sequences: synthetic, partitions: 64,
+                                                logger: logger) { print($0) })
+        print("stream                       events    users  replay s  restore s  speedup  sessions/s   MB/s  changelog MB")
+        for r in results {
+            print(r.name.padding(toLength: 26, withPad: " ", startingAt: 0)
+                  + String(format: "%9d %8d %9.2f %10.2f %7.1fx %11.0f %6.1f %13.1f", r.events, r.users, r.replaySeconds, r.restoreSeconds,
+                           r.speedup, r.sessionsPerSecond, r.megabytesPerSecond, Double(r.changelogBytes) / 1e6))
+        }
+        if let json {
+            let out = results.map { r -> [String: Any] in
+                ["name": r.name, "events": r.events, "users": r.users, "replay_s": r.replaySeconds, "restore_s": r.restoreSeconds,
+                 "speedup": r.speedup, "sessions_per_s": r.sessionsPerSecond, "mb_per_s": r.megabytesPerSecond, "changelog_bytes": r.changelogBytes]
+            }
+            try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: json))
+        }
+    }
+
     private func swap() throws {
         var options = SwapBenchmarkOptions()
         options.model = swapModel

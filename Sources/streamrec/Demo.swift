@@ -16,6 +16,7 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "Random seed of the synthetic clickstream.") var seed: UInt64 = 7
     @Option(help: "Topology file.") var topology: String = "topology/topics.yaml"
     @Option(help: "Metrics/health port while the demo runs (-1 = off).") var metricsPort: Int = -1
+    @Option(help: "at_least_once or exactly_once (one Kafka transaction per micro-batch).") var delivery: String = "at_least_once"
 
     func run() async throws {
         try await userFacing {
@@ -31,6 +32,10 @@ struct Demo: AsyncParsableCommand {
             options.seed = seed
             options.topologyPath = topology
             options.metricsPort = metricsPort
+            guard let mode = DeliveryMode(rawValue: delivery) else {
+                throw ValidationError("--delivery must be at_least_once or exactly_once, got '\(delivery)'")
+            }
+            options.delivery = mode
             let s = try await StreamRecService.Demo.run(options: options, logger: logger) { line in print(line) }
             print("")
             print("summary")

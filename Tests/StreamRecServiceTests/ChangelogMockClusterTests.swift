@@ -210,6 +210,23 @@ import StreamRecStorage
         #expect(report.partitions.flatMap(\.missingExamples).count == 10)
     }
 
+    @Test func aBrokerOutageCountsAsConsumerErrors() throws {
+        let h = try MockClusterHarness(partitions: 1, trainingSequences: Self.training)
+        var expected: [String: [String]] = [:]
+        try h.produce(Self.events(0..<20, users: 5, into: &expected))
+        let service = try h.startService()
+        _ = try h.read(h.output) { $0.count >= 20 }
+        #expect(service.metric("streamrec_consumer_errors_total") == 0)
+        h.cluster.setBroker(1, up: false)
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, (service.metric("streamrec_consumer_errors_total") ?? 0) == 0 { Thread.sleep(forTimeInterval: 0.2) }
+        h.cluster.setBroker(1, up: true)
+        #expect((service.metric("streamrec_consumer_errors_total") ?? 0) > 0, "the outage shows on /metrics")
+        try h.produce(Self.events(20..<30, users: 5, into: &expected))
+        _ = try h.read(h.output) { $0.count >= 30 }
+        service.stop()
+    }
+
     @Test func exactlyOnceNeedsAnInstanceID() throws {
         let h = try MockClusterHarness(partitions: 1, trainingSequences: Self.training)
         var config = h.config()

