@@ -293,7 +293,7 @@ def test_failover_time(brokers, tmp_path, standby):
     settle(fleet, timeout=300)
     d.answers({(p, o) for p, o in d.input_offsets()}, timeout=600)      # the preload is served
     live = [(f"u{n % users}".encode(), event(f"u{n % users}", f"y{n}", now + 10_000_000 + n)) for n in range(100 * 120)]
-    producer = SteadyProducer(d, live, 100)
+    producer = BurstProducer(d, live, 100)
     producer.start()
     time.sleep(20)
     owned = [int(m) for m in re.findall(r"assigned interactions-\w+\[(\d+)\]", fleet.running["b"].log_text().split("revoked")[-1])]
