@@ -166,6 +166,11 @@ import StreamRecStorage
         h.cluster.pushRequestErrors(apiKey: 0, errors: [87, 87, 87])
         first = try h.startService(config: config)
         _ = try h.readCommitted(h.output) { $0.count >= 300 }
+        // Errors the service did not use up would fail whichever client produces next (the mock
+        // cluster does not know whose request it fails): use them up on a scratch topic.
+        for _ in 0..<4 {
+            do { try h.produce([(nil, [1])], topic: "scratch-\(h.id)"); break } catch {}
+        }
         #expect((first.metric("streamrec_transactions_total{result=\"aborted\"}") ?? 0) > 0)
 
         // A second instance joins; the partitions move between them mid-stream.
