@@ -148,7 +148,6 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
     private var groupCommitted: [TopicPartition: Int64] = [:]
     /// Input partitions this instance owns now.
     private var owned: Set<Int32> = []
-    private var transactionsReady = false
     /// Largest event time seen; the TTL sweep measures idleness against it, not the wall clock,
     /// so replays of old data behave exactly like live traffic.
     private var eventTimeWatermark: Int64 = 0
@@ -472,7 +471,6 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         while true {
             do {
                 try producer.initTransactions(timeoutMs: 30_000)
-                transactionsReady = true
                 logger.info("transactions ready", metadata: ["transactional_id": "\(config.kafka.groupID).\(config.kafka.instanceID ?? "")"])
                 return
             } catch {

@@ -81,7 +81,7 @@ public enum RestoreBenchmark {
 
         // The compacted changelog of that state: one record per user, then each partition's marker.
         let (records, bytes, users) = try writeCompactedChangelog(from: replayDirectory, brokers: cluster.bootstrapServers,
-                                                                  input: input, changelog: changelog, partitions: partitions)
+                                                                  input: input, changelog: changelog)
 
         // Restore every partition into an empty state directory.
         var config = StreamRecConfig()
@@ -151,7 +151,7 @@ public enum RestoreBenchmark {
         }
     }
 
-    static func writeCompactedChangelog(from directory: String, brokers: String, input: String, changelog: String, partitions: Int) throws
+    static func writeCompactedChangelog(from directory: String, brokers: String, input: String, changelog: String) throws
         -> (records: Int, bytes: Int, users: Int) {
         let store = try KeyValueStore(path: directory)
         defer { store.close() }
@@ -175,7 +175,6 @@ public enum RestoreBenchmark {
             throw PipelineError(code: .delivery, message: "restore bench: the changelog was not delivered")
         }
         producer.close()
-        _ = partitions
         return (records, bytes, users)
     }
 
