@@ -1,4 +1,5 @@
 // Public value types of the Kafka layer. Nothing here touches librdkafka.
+import Foundation
 
 /// One error type for the Kafka area: a code to branch on and a message that says what to do.
 public struct KafkaError: Error, CustomStringConvertible, Sendable {
@@ -126,4 +127,35 @@ public protocol PartitionAssignmentListener: AnyObject {
     /// `pending` holds messages of the revoked partitions fetched in the current poll but not yet
     /// handed out: process them now (the partitions are still owned until this returns).
     func partitionsRevoked(_ partitions: [TopicPartition], pending: [KafkaMessage], consumer: KafkaConsumer)
+}
+
+/// librdkafka's own log lines (broker connections, group and transaction events), as plain
+/// values. The service routes them to swift-log once at start; until then, and in programs
+/// that never route them, they go to stderr as librdkafka would print them.
+public enum KafkaLogs {
+    public struct Line: Sendable {
+        /// Syslog severity: 0 emergency ... 3 error, 4 warning, 5 notice, 6 info, 7 debug.
+        public let severity: Int
+        /// librdkafka's facility, e.g. FAIL, REQTMOUT, TXNERR.
+        public let facility: String
+        /// The client's name, e.g. rdkafka#consumer-1.
+        public let client: String
+        public let message: String
+    }
+
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var handler: (@Sendable (Line) -> Void)?
+
+    /// Sends every later line of every client to `handler` (called on librdkafka's threads).
+    public static func route(_ handler: @escaping @Sendable (Line) -> Void) {
+        lock.withLock { Self.handler = handler }
+    }
+
+    static func emit(_ line: Line) {
+        if let handler = lock.withLock({ Self.handler }) {
+            handler(line)
+        } else {
+            FileHandle.standardError.write(Data("%\(line.severity)|\(line.facility)|\(line.client)| \(line.message)\n".utf8))
+        }
+    }
 }

@@ -117,58 +117,57 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
     var ffn: Int { ffnWidth > 0 ? ffnWidth : 4 * width }
     /// Mean of every component of the training noise.
     public var noiseMean: Float { variant == .offsetNoise ? 0.1 * offsetDelta : 0 }
+}
 
-    public var hyperParameters: [String: String] {
-        ["variant": variant.rawValue, "width": "\(width)", "blocks": "\(blocks)", "heads": "\(heads)", "ffn_width": "\(ffn)",
-         "max_length": "\(maxLength)", "dropout": "\(dropout)", "embedding_dropout": "\(embeddingDropout)", "steps": "\(steps)",
-         "schedule": schedule.rawValue, "lambda_mean": "\(lambdaMean)", "lambda_std": "\(lambdaStd)", "offset_delta": "\(offsetDelta)",
-         "sample_steps": "\(sampleSteps)", "seeds": "\(seeds)", "inference_seed": "\(inferenceSeed)",
-         "learning_rate": "\(learningRate)", "weight_decay": "\(weightDecay)", "decay_every": "\(decayEvery)",
-         "decay_gamma": "\(decayGamma)", "batch_size": "\(batchSize)", "epochs": "\(epochs)", "seed": "\(seed)"]
-            // Only when changed, so checkpoints written before the option existed still resume.
-            .merging(laterSettings.filter { Self.laterDefaults[$0.key] != $0.value }) { a, _ in a }
-    }
+extension DiffuRecConfig: ModelSettings {
+    /// The key table: snapshots, `train` flags and the `train.diffurec.*` config keys.
+    public static let keys: [SettingKey<DiffuRecConfig>] = [
+        .choice("variant", "diffurec, diffurecsys-v1 (cross-attention) or diffurecsys-v2 (cross-attention and offset noise)", \.variant),
+        .int("width", "width d (a multiple of heads)", 2...4096, \.width),
+        .int("blocks", "transformer blocks", 1...64, \.blocks),
+        .int("heads", "attention heads", 1...64, \.heads),
+        SettingKey("ffn_width", "FFN width f (0 = 4 d)", parse: { s, v in
+            guard let n = Int(v), (0...65_536).contains(n) else { return "must be an integer from 0 to 65536, got '\(v)'" }
+            s.ffnWidth = n
+            return nil
+        }, format: { "\($0.ffn)" }),
+        .int("max_length", "max sequence length L (DiffuRecSys 100, DiffuRec 50)", 2...100_000, \.maxLength),
+        .float("dropout", "transformer dropout", 0...0.95, \.dropout),
+        .float("embedding_dropout", "dropout on the sequence's item embeddings", 0...0.95, \.embeddingDropout),
+        .float("block_output_dropout", "dropout on the residual stream after each block (0, the paper's; DiffuRec's code: 0.1)", 0...0.95, \.blockOutputDropout),
+        .int("steps", "diffusion steps T", 1...10_000, \.steps),
+        .choice("schedule", "noise schedule: trunc_lin, linear or cosine", \.schedule),
+        .float("lambda_mean", "mean of lambda ~ N(m, s^2)", 0...100, \.lambdaMean),
+        .float("lambda_std", "std of lambda ~ N(m, s^2)", 0...100, \.lambdaStd),
+        SettingKey("lambda", "shorthand: lambda_mean and lambda_std both (N(m, m^2), the paper's)", stored: false, parse: { s, v in
+            guard let x = Float(v), (0...100).contains(x) else { return "must be a number from 0 to 100, got '\(v)'" }
+            s.lambdaMean = x
+            s.lambdaStd = x
+            return nil
+        }, format: { "\($0.lambdaMean)" }),
+        .float("offset_delta", "offset-noise constant delta_c (diffurecsys-v2: training noise mean 0.1 delta_c)", 0...100, \.offsetDelta, aliases: ["delta_c"]),
+        .int("sample_steps", "reverse steps K run at inference and validation (<= steps)", 1...10_000, \.sampleSteps),
+        .int("seeds", "seeded sampler runs S averaged at inference", 1...1_000, \.seeds),
+        .seed("inference_seed", "first seed of the inference sampler", \.inferenceSeed),
+        .float("learning_rate", "Adam learning rate", 1e-7...1, \.learningRate, aliases: ["lr"]),
+        .float("weight_decay", "Adam L2 weight decay", 0...1, \.weightDecay),
+        .int("decay_every", "multiply the learning rate by decay_gamma every N epochs", 1...1_000_000, \.decayEvery),
+        .float("decay_gamma", "learning-rate decay factor", 0...1, \.decayGamma),
+        .int("batch_size", "prefix samples per batch", 1...1_000_000, \.batchSize),
+        .int("epochs", "training epochs", 1...1_000_000, \.epochs),
+        .double("prefix_fraction", "fraction of the prefix samples each epoch trains on, drawn afresh (1 = all, the paper's)", 1e-6...1, \.prefixFraction),
+        .int("eval_every", "validate every N epochs", 1...1_000_000, \.evalEvery),
+        .int("patience", "stop after N validations without improvement", 1...1_000_000, \.patience),
+        .float("clip_norm", "global gradient-norm clip (0 = off)", 0...1e6, \.clipNorm),
+        .float("item_init_std", "item-table init: 0 = Xavier-normal (the paper's); > 0 = N(0, std^2) (1 = DiffuRec's code)", 0...100, \.itemInitStd),
+        .choice("cross_query", "diffurecsys-v1/v2: which side of the cross-attention queries: session (ours) or noise (the authors' code)", \.crossQuery),
+        .seed("seed", "random seed", \.seed),
+    ]
 
-    /// Settings added after the first snapshots were written. A snapshot holds one only when it
-    /// differs from its default; a resume fills an absent one with its default before comparing.
-    var laterSettings: [String: String] {
-        ["prefix_fraction": "\(prefixFraction)", "item_init_std": "\(itemInitStd)",
-         "block_output_dropout": "\(blockOutputDropout)", "cross_query": crossQuery.rawValue]
-    }
-    static let laterDefaults = DiffuRecConfig().laterSettings
-
-    init(hyperParameters p: [String: String], path: String) throws {
-        func int(_ key: String) throws -> Int {
-            guard let text = p[key], let value = Int(text), value > 0 else {
-                throw ModelError(.badSnapshot, "snapshot \(path): hyper-parameter '\(key)' is missing or not a positive integer (\(p[key] ?? "absent")); retrain the model")
-            }
-            return value
-        }
-        func float(_ key: String) throws -> Float {
-            guard let text = p[key], let value = Float(text), value.isFinite else {
-                throw ModelError(.badSnapshot, "snapshot \(path): hyper-parameter '\(key)' is missing or not a number (\(p[key] ?? "absent")); retrain the model")
-            }
-            return value
-        }
-        self.init()
-        guard let variant = Variant(rawValue: p["variant"] ?? ""), let schedule = Schedule(rawValue: p["schedule"] ?? "") else {
-            throw ModelError(.badSnapshot, "snapshot \(path): unknown variant '\(p["variant"] ?? "absent")' or schedule '\(p["schedule"] ?? "absent")'; retrain the model")
-        }
-        self.variant = variant; self.schedule = schedule
-        width = try int("width"); blocks = try int("blocks"); heads = try int("heads")
-        ffnWidth = try int("ffn_width"); maxLength = try int("max_length"); steps = try int("steps")
-        sampleSteps = min(try int("sample_steps"), steps); seeds = try int("seeds")
-        inferenceSeed = UInt64(p["inference_seed"] ?? "") ?? 2023
-        lambdaMean = try float("lambda_mean"); lambdaStd = try float("lambda_std"); offsetDelta = try float("offset_delta")
-        guard width % heads == 0 else {
-            throw ModelError(.badSnapshot, "snapshot \(path): width \(width) is not a multiple of heads \(heads); retrain the model")
-        }
-        dropout = Float(p["dropout"] ?? "") ?? 0
-        embeddingDropout = Float(p["embedding_dropout"] ?? "") ?? 0
-        guard let query = CrossQuery(rawValue: p["cross_query"] ?? CrossQuery.session.rawValue) else {
-            throw ModelError(.badSnapshot, "snapshot \(path): unknown cross_query '\(p["cross_query"] ?? "")' (session or noise); retrain the model")
-        }
-        crossQuery = query
+    public func problem() -> SettingError? {
+        if width % heads != 0 { return SettingError(key: "width", problem: "width \(width) is not a multiple of heads \(heads)") }
+        if sampleSteps > steps { return SettingError(key: "sample_steps", problem: "\(sampleSteps) reverse steps exceed the \(steps) diffusion steps") }
+        return nil
     }
 }
 
@@ -623,44 +622,67 @@ public struct DiffuRecSamplerScorer: CatalogScorer {
     }
 }
 
-/// DiffuRec answering the service: a batch of sessions is one packed sampler run per seed
+/// DiffuRec's part of serving: a batch of sessions is one packed sampler run per seed
 /// (diffusion has no per-user cache to keep: every request samples afresh).
-public struct DiffuRecRecommender: Recommender {
-    public let descriptor: ModelDescriptor
+public final class DiffuRecSessionScorer: SessionScorer, @unchecked Sendable {
     public let model: DiffuRec
-    let serviceIDs: [ItemID]
-    let rowOf: [ItemID: Int32]
 
-    public init(model: DiffuRec, itemID: (String) -> ItemID) {
-        self.model = model
-        serviceIDs = model.items.map(itemID)
-        var rowOf: [ItemID: Int32] = [:]
-        for (row, id) in serviceIDs.enumerated() { rowOf[id] = Int32(row) }
-        self.rowOf = rowOf
-        descriptor = ModelDescriptor(name: model.kind, version: model.version)
-    }
+    public init(model: DiffuRec) { self.model = model }
 
-    public func recommend(_ requests: [RecommendationRequest]) -> [[ScoredItem]] {
-        guard !requests.isEmpty else { return [] }
+    public var rowCount: Int { model.items.count }
+
+    public func score(users: [String], sessions: [[Int32]]) -> SessionScores {
         let v = model.items.count
-        // Items the model does not know are skipped (cold items cannot be embedded).
-        let sessions = requests.map { Array(model.window($0.history.compactMap { rowOf[$0] })) }
-        var scores = [Float](repeating: 0, count: requests.count * v)
-        scores.withUnsafeMutableBufferPointer { model.scoreAll(histories: sessions, into: $0.baseAddress!) }
-        return requests.enumerated().map { i, request in
-            var top = TopK(k: request.k)
-            for row in 0..<v {
-                let score = scores[i * v + row]
-                if let floor = top.threshold, score < floor { continue }
-                if request.exclude.contains(serviceIDs[row]) { continue }
-                top.insert(score: score, id: row)
-            }
-            return top.sorted().map { ScoredItem(item: serviceIDs[$0.id], score: $0.score) }
+        let windows = sessions.map { Array(model.window($0)) }
+        let scores = [Float](unsafeUninitializedCapacity: sessions.count * v) { buffer, initialized in
+            buffer.initialize(repeating: 0)
+            model.scoreAll(histories: windows, into: buffer.baseAddress!)
+            initialized = sessions.count * v
         }
+        return .dense(scores)
     }
 }
 
-extension DiffuRec {
-    /// Binds the model to the service's vocabulary (see TransitionModel.bind).
-    public func bind(itemID: (String) -> ItemID) -> DiffuRecRecommender { DiffuRecRecommender(model: self, itemID: itemID) }
+extension DiffuRec: CatalogueModel {
+    public func sessionScorer(_ options: ServingOptions) -> any SessionScorer { DiffuRecSessionScorer(model: self) }
+}
+
+/// DiffuRec and DiffuRecSys (V1 cross-attention, V2 offset noise) in the catalogue: one family,
+/// the variant is a setting the kind fixes.
+public enum DiffuRecFamily: ModelFamily {
+    public typealias Settings = DiffuRecConfig
+    public static let name = "diffurec"
+    public static let kinds = DiffuRec.kinds
+    public static let summary = "DiffuRec and DiffuRecSys V1/V2 (diffusion over the next item's embedding)"
+
+    public static func settings(_ settings: DiffuRecConfig, forKind kind: String) -> DiffuRecConfig {
+        var s = settings
+        if let variant = DiffuRecConfig.Variant(rawValue: kind) { s.variant = variant }
+        return s
+    }
+
+    public static func load(_ snapshot: Snapshot) throws -> any CatalogueModel { try DiffuRec.load(snapshot) }
+
+    public static func train(_ job: TrainingJob, settings: DiffuRecConfig) throws -> TrainingResult {
+        let split = job.split()
+        let model = DiffuRec(config: settings, items: split.items)
+        model.training = .init(users: job.dataset.sequences.count, items: split.items.count,
+                               interactions: split.train.reduce(0) { $0 + $1.count }, source: job.source)
+        if let embeddings = job.embeddings {
+            let set = try model.loadItemVectors(path: embeddings)
+            job.log("item table: \(set) of \(split.items.count) rows from \(embeddings)")
+        }
+        let warm = job.current.map { "trained from scratch: \(settings.variant.rawValue) has no warm start (current: \($0.manifest.kind))" }
+        let trainer = DiffuRecTrainer(model: model)
+        if job.resume, let checkpoint = job.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
+            try trainer.resume(from: checkpoint)
+            job.log("resumed from \(checkpoint) after epoch \(trainer.completedEpochs)")
+        }
+        let samples = DiffuRecTrainer.samples(split.train).count
+        let perEpoch = DiffuRecTrainer.samplesPerEpoch(samples, fraction: settings.prefixFraction)
+        job.log("training \(settings.variant.rawValue) on \(samples) prefix samples\(perEpoch < samples ? " (\(perEpoch) per epoch, drawn afresh)" : "") of \(split.train.count) sequences, \(split.items.count) items, \(split.validation.count) validation cases (sampler: \(settings.sampleSteps) of \(settings.steps) steps, \(settings.seeds) seed(s))")
+        try trainer.fit(split, checkpoint: job.checkpoint, progressInterval: job.progressInterval, progress: job.progress, log: job.log)
+        let summary = String(format: "trained %@: best validation NDCG@10 %.4f after %d epochs", settings.variant.rawValue, trainer.bestNDCG, trainer.completedEpochs)
+        return TrainingResult(model: model, history: trainer.history, summary: summary, reportSettings: settings.hyperParameters, warmStart: warm)
+    }
 }

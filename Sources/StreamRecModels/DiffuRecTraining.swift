@@ -124,7 +124,7 @@ public final class DiffuRecTrainer {
     /// may not.
     public func resume(from path: String) throws {
         try loop.restoreCheckpoint(from: path, kind: Self.checkpointKind, modelName: "DiffuRec", hyperParameters: config.hyperParameters,
-                                   adjustable: ["epochs", "sample_steps", "seeds", "inference_seed"],
-                                   defaults: DiffuRecConfig.laterDefaults, items: model.items)
+                                   adjustable: ["epochs", "sample_steps", "seeds", "inference_seed", "eval_every", "patience"],
+                                   defaults: DiffuRecConfig().hyperParameters, items: model.items)
     }
 }

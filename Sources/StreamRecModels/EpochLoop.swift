@@ -116,8 +116,7 @@ final class EpochLoop {
     /// Restores a checkpoint of `kind` written with the same settings, except the `adjustable`
     /// ones (how long and how fast to go on, inference settings); refuses any other, naming the
     /// setting that differs.
-    /// `defaults` gives the value of a setting that only appears when it differs from its
-    /// default (so checkpoints written before it existed still resume).
+    /// `defaults` gives the value of a setting a checkpoint written before it existed lacks.
     func restoreCheckpoint(from path: String, kind: String, modelName: String, hyperParameters: [String: String],
                            adjustable: Set<String>, defaults: [String: String] = [:], items: [String]) throws {
         let snapshot = try Snapshot.read(path: path)

@@ -118,17 +118,9 @@ public struct PopularityScorer: CatalogScorer {
     }
 }
 
-/// The CatalogScorer a snapshot holds, chosen by its manifest kind. Add a model kind here with
-/// one line: `case SASRec.kind: return try SASRec.load(snapshot)`.
-public func loadScorer(snapshot: Snapshot) throws -> any CatalogScorer {
-    switch snapshot.manifest.kind {
-    case TransitionModel.kind: return try TransitionModel.load(snapshot)
-    case SASRec.kind: return try SASRec.load(snapshot)
-    case let kind where DiffuRec.kinds.contains(kind): return try DiffuRec.load(snapshot)
-    case LLMSeqSim.kind: return try LLMSeqSim.load(snapshot)
-    default:
-        throw ModelError(.unsupported, "snapshot \(snapshot.path): model kind '\(snapshot.manifest.kind)' cannot be evaluated by this build (known: \(([TransitionModel.kind, SASRec.kind, LLMSeqSim.kind] + DiffuRec.kinds).joined(separator: ", ")))")
-    }
+/// The CatalogScorer a snapshot holds, chosen by its manifest kind through the catalogue.
+public func loadScorer(snapshot: Snapshot, catalogue: ModelCatalogue = .standard) throws -> any CatalogScorer {
+    try catalogue.load(snapshot).model
 }
 
 /// Ranks each case's target against the whole catalogue and aggregates the metrics above.

@@ -33,7 +33,16 @@ public struct LLMSeqSimConfig: Sendable, Equatable {
         self.halfLife = halfLife
     }
 
-    var hyperParameters: [String: String] { ["aggregation": aggregation.rawValue, "half_life": "\(halfLife)"] }
+}
+
+extension LLMSeqSimConfig: ModelSettings {
+    public init() { self.init(aggregation: .mean) }
+
+    /// The key table: snapshots, `train` flags and the `train.llmseqsim.*` config keys.
+    public static let keys: [SettingKey<LLMSeqSimConfig>] = [
+        .choice("aggregation", "session embedding: mean, or decay (recency-weighted)", \.aggregation),
+        .double("half_life", "decay: items after which an item's weight halves", 1e-3...1e6, \.halfLife),
+    ]
 }
 
 public final class LLMSeqSim: CatalogScorer, @unchecked Sendable {
@@ -135,13 +144,18 @@ public final class LLMSeqSim: CatalogScorer, @unchecked Sendable {
 
     // MARK: - snapshots
 
-    public func save(to path: String) throws {
+    public func snapshotWriter() throws -> SnapshotWriter {
         let (items, vectors) = lock.withLock { (rows, table) }
         var hyper = config.hyperParameters
         hyper["dimension"] = "\(dimension)"
         hyper["text_model_id"] = textModelID
         var writer = SnapshotWriter(kind: Self.kind, items: items, hyperParameters: hyper, training: training)
         try writer.add("item_vectors", floats: vectors, shape: [items.count, dimension])
+        return writer
+    }
+
+    public func save(to path: String) throws {
+        let writer = try snapshotWriter()
         try writer.write(to: path)
         version = writer.contentVersion
     }
@@ -151,91 +165,70 @@ public final class LLMSeqSim: CatalogScorer, @unchecked Sendable {
         guard m.kind == kind else {
             throw ModelError(.badSnapshot, "snapshot \(snapshot.path): holds a '\(m.kind)' model, not '\(kind)'; pass an LLMSeqSim snapshot")
         }
-        guard let d = Int(m.hyperParameters["dimension"] ?? ""), d > 0,
-              let aggregation = LLMSeqSimConfig.Aggregation(rawValue: m.hyperParameters["aggregation"] ?? ""),
-              let halfLife = Double(m.hyperParameters["half_life"] ?? ""), halfLife > 0 else {
-            throw ModelError(.badSnapshot, "snapshot \(snapshot.path): hyper-parameters dimension, aggregation or half_life are missing or invalid; rebuild it with `streamrec train --model llmseqsim`")
+        guard let d = Int(m.hyperParameters["dimension"] ?? ""), d > 0 else {
+            throw ModelError(.badSnapshot, "snapshot \(snapshot.path): hyper-parameter dimension is missing or invalid; rebuild it with `streamrec train --model llmseqsim`")
         }
+        let config = try LLMSeqSimConfig(hyperParameters: m.hyperParameters, path: snapshot.path)
         let vectors = try snapshot.floats("item_vectors", shape: [m.items.count, d])
         guard vectors.allSatisfy({ $0.isFinite }) else {
             throw ModelError(.badSnapshot, "snapshot \(snapshot.path): item_vectors holds NaN or infinite values; rebuild the embedding cache and the snapshot")
         }
-        let model = LLMSeqSim(config: .init(aggregation: aggregation, halfLife: halfLife), items: m.items, vectors: vectors,
+        let model = LLMSeqSim(config: config, items: m.items, vectors: vectors,
                               dimension: d, textModelID: m.hyperParameters["text_model_id"] ?? "")
         model.version = m.modelVersion
         model.training = m.training
         return model
     }
-
-    public func bind(itemID: (String) -> ItemID) -> LLMSeqSimRecommender {
-        LLMSeqSimRecommender(model: self, itemID: itemID)
-    }
 }
 
-/// A recommender that can take items it has never seen, given their text embedding (the
-/// `items` topic): LLMSeqSim directly, SASRec through its text projection.
-public protocol ItemExtensibleRecommender: Recommender {
-    /// Width of the text vectors `addItems` takes; nil when this model cannot add items.
-    var textDimension: Int? { get }
-    /// Whether the model ranks this item already.
-    func knows(_ item: ItemID) -> Bool
-    /// Makes the items rankable from the next call on. Items already known are skipped.
-    func addItems(_ items: [(id: ItemID, external: String, textVector: [Float])])
-}
-
-/// LLMSeqSim answering the service: service ids to rows and back, exclusion, top-K.
-public final class LLMSeqSimRecommender: ItemExtensibleRecommender, @unchecked Sendable {
-    public let descriptor: ModelDescriptor
+/// LLMSeqSim's part of serving: cosine scores over every row; rows for new items are appended
+/// from their text vectors (the serving adapter holds its lock across append and score).
+public final class LLMSeqSimSessionScorer: SessionScorer, @unchecked Sendable {
     public let model: LLMSeqSim
-    private let lock = NSLock()
-    private var serviceIDs: [ItemID]
-    private var rowOf: [ItemID: Int32]
 
-    init(model: LLMSeqSim, itemID: (String) -> ItemID) {
-        self.model = model
-        serviceIDs = model.items.map(itemID)
-        var rowOf: [ItemID: Int32] = [:]
-        for (row, id) in serviceIDs.enumerated() { rowOf[id] = Int32(row) }
-        self.rowOf = rowOf
-        descriptor = ModelDescriptor(name: LLMSeqSim.kind, version: model.version)
-    }
+    public init(model: LLMSeqSim) { self.model = model }
 
+    public var rowCount: Int { model.items.count }
     public var textDimension: Int? { model.dimension }
 
-    public func knows(_ item: ItemID) -> Bool { lock.withLock { rowOf[item] != nil } }
+    public func appendRows(items: [String], vectors: [Float]) -> Int { model.append(items: items, vectors: vectors) }
 
-    public func addItems(_ items: [(id: ItemID, external: String, textVector: [Float])]) {
-        lock.withLock {
-            let fresh = items.filter { rowOf[$0.id] == nil && $0.textVector.count == model.dimension }
-            guard !fresh.isEmpty else { return }
-            let first = model.append(items: fresh.map(\.external), vectors: fresh.flatMap(\.textVector))
-            for (i, item) in fresh.enumerated() {
-                rowOf[item.id] = Int32(first + i)
-                serviceIDs.append(item.id)
-            }
+    public func score(users: [String], sessions: [[Int32]]) -> SessionScores {
+        let v = model.items.count
+        let scores = [Float](unsafeUninitializedCapacity: sessions.count * v) { buffer, initialized in
+            buffer.initialize(repeating: 0)
+            model.scoreAll(histories: sessions, into: buffer.baseAddress!)
+            initialized = sessions.count * v
         }
+        return .dense(scores)
     }
+}
 
-    public func recommend(_ requests: [RecommendationRequest]) -> [[ScoredItem]] {
-        guard !requests.isEmpty else { return [] }
-        // Held for the whole call: an append waits for the batch to finish (between micro-batches).
-        return lock.withLock {
-            let v = serviceIDs.count
-            // Items the model has no text for are skipped in the session (never an error).
-            let histories = requests.map { $0.history.compactMap { rowOf[$0] } }
-            var scores = [Float](repeating: 0, count: requests.count * v)
-            scores.withUnsafeMutableBufferPointer { model.scoreAll(histories: histories, into: $0.baseAddress!) }
-            return requests.enumerated().map { i, request in
-                var top = TopK(k: request.k)
-                guard !histories[i].isEmpty else { return [] }
-                for row in 0..<v {
-                    let score = scores[i * v + row]
-                    if let floor = top.threshold, score < floor { continue }
-                    if request.exclude.contains(serviceIDs[row]) { continue }
-                    top.insert(score: score, id: row)
-                }
-                return top.sorted().map { ScoredItem(item: serviceIDs[$0.id], score: $0.score) }
-            }
+extension LLMSeqSim: CatalogueModel {
+    public var kind: String { Self.kind }
+    public func sessionScorer(_ options: ServingOptions) -> any SessionScorer { LLMSeqSimSessionScorer(model: self) }
+}
+
+/// LLMSeqSim in the catalogue. "Training" builds a snapshot of the dataset's item vectors (text
+/// is not interaction data, so no holdout applies to the vectors).
+public enum LLMSeqSimFamily: ModelFamily {
+    public typealias Settings = LLMSeqSimConfig
+    public static let name = LLMSeqSim.kind
+    public static let kinds = [LLMSeqSim.kind]
+    public static let summary = "LLMSeqSim (cosine between the session's and the items' text embeddings; no training)"
+
+    public static func load(_ snapshot: Snapshot) throws -> any CatalogueModel { try LLMSeqSim.load(snapshot) }
+
+    public static func train(_ job: TrainingJob, settings: LLMSeqSimConfig) throws -> TrainingResult {
+        guard let embeddings = job.embeddings else {
+            throw ModelError(.unsupported, "llmseqsim needs item text embeddings; pass --embeddings CACHE (make one with `streamrec embed --items DIR/items.tsv --out CACHE`)")
         }
+        let cache = try EmbeddingCache.load(path: embeddings)
+        let split = EncodedSplit(job.dataset)
+        let sim = LLMSeqSim.build(cache: cache, items: split.items, config: settings)
+        sim.training = .init(users: job.dataset.sequences.count, items: sim.items.count, interactions: 0, source: job.source)
+        let missing = split.items.count - sim.items.count
+        let summary = "built llmseqsim over \(sim.items.count) items (\(missing) without a vector left out), \(settings.aggregation.rawValue) aggregation"
+        return TrainingResult(model: sim, summary: summary, reportSettings: settings.hyperParameters)
     }
 }

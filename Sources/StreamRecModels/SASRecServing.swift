@@ -248,113 +248,58 @@ public final class SASRecIncremental: @unchecked Sendable {
     }
 }
 
-/// Items added after the snapshot (cold-start, from their text through the model's projection):
-/// extra output rows [n, d] scored after the table. They are candidates only: the engine's
-/// per-user caches hold hidden states, which a new scoring row does not change, so nothing is
-/// invalidated; as session input they are skipped until a snapshot gives them a learned row.
-final class AppendedRows: @unchecked Sendable {
-    let lock = NSLock()
-    var ids: [ItemID] = []
-    var table: [Float] = []
-    var known: Set<ItemID> = []
-}
-
-/// SASRec answering the service: maps the service's item ids to model rows and back, excludes
-/// what the policy says, and ranks the whole catalogue from the incremental hidden states.
-public struct SASRecRecommender: ItemExtensibleRecommender {
-    public let descriptor: ModelDescriptor
+/// SASRec's part of serving: dense scores from the incremental hidden states. Items added after
+/// the snapshot (cold-start, from their text through the model's projection) are extra output
+/// rows [n, d] scored after the table. They are candidates only: the engine's per-user caches
+/// hold hidden states, which a new scoring row does not change, so nothing is invalidated; as
+/// session input they are skipped until a snapshot gives them a learned row.
+public final class SASRecSessionScorer: SessionScorer, @unchecked Sendable {
     public let engine: SASRecIncremental
-    /// Service id of each model row.
-    let serviceIDs: [ItemID]
-    let rowOf: [ItemID: Int32]
-    let appended = AppendedRows()
+    /// Appended rows [n, d] (only touched under the serving adapter's lock).
+    private var appended: [Float] = []
 
-    public init(model: SASRec, itemID: (String) -> ItemID, cacheUsers: Int = 4096) {
+    public init(model: SASRec, cacheUsers: Int = 4096) {
         engine = SASRecIncremental(model: model, cacheUsers: cacheUsers)
-        serviceIDs = model.items.map(itemID)
-        var rowOf: [ItemID: Int32] = [:]
-        for (row, id) in serviceIDs.enumerated() { rowOf[id] = Int32(row) }
-        self.rowOf = rowOf
-        descriptor = ModelDescriptor(name: SASRec.kind, version: model.version)
     }
+
+    public var rowCount: Int { engine.model.items.count + appended.count / engine.model.config.width }
 
     public var textDimension: Int? { engine.model.textProjection?.textDimension }
 
-    public func knows(_ item: ItemID) -> Bool {
-        rowOf[item] != nil || appended.lock.withLock { appended.known.contains(item) }
+    public func appendRows(items: [String], vectors: [Float]) -> Int {
+        let first = rowCount
+        guard let projection = engine.model.textProjection else { return first }
+        appended.append(contentsOf: projection.project(vectors))
+        return first
     }
 
-    public func addItems(_ items: [(id: ItemID, external: String, textVector: [Float])]) {
-        guard let projection = engine.model.textProjection else { return }
-        let fresh = items.filter { rowOf[$0.id] == nil && $0.textVector.count == projection.textDimension }
-        guard !fresh.isEmpty else { return }
-        let rows = projection.project(fresh.flatMap(\.textVector))
-        appended.lock.withLock {
-            for (i, item) in fresh.enumerated() where appended.known.insert(item.id).inserted {
-                appended.ids.append(item.id)
-                appended.table.append(contentsOf: rows[(i * projection.width)..<((i + 1) * projection.width)])
-            }
-        }
-    }
-
-    public func recommend(_ requests: [RecommendationRequest]) -> [[ScoredItem]] {
-        guard !requests.isEmpty else { return [] }
-        let v = engine.model.items.count, d = engine.model.config.width
-        // Items the model does not know are skipped: they cannot be embedded (a cold item).
-        let sessions = requests.map { $0.history.compactMap { rowOf[$0] } }
-        let hidden = engine.hidden(users: requests.map(\.user), sessions: sessions)
-        var flat = [Float](repeating: 0, count: requests.count * d)
+    public func score(users: [String], sessions: [[Int32]]) -> SessionScores {
+        let model = engine.model, v = model.items.count, d = model.config.width, b = sessions.count
+        let n = appended.count / d, width = v + n
+        // Appended rows cannot be embedded as input (they have no learned row).
+        let hidden = engine.hidden(users: users, sessions: sessions.map { $0.filter { Int($0) < v } })
+        var flat = [Float](repeating: 0, count: b * d)
         for (i, h) in hidden.enumerated() { for j in 0..<d { flat[i * d + j] = h[j] } }
-        // Every entry is written by the product (beta = 0): no need to zero 1.5 MB per batch first.
-        var scores = [Float](unsafeUninitializedCapacity: requests.count * v) { buffer, initialized in
-            flat.withUnsafeBufferPointer { h in engine.model.scores(hidden: h.baseAddress!, count: requests.count, into: buffer.baseAddress!) }
-            initialized = requests.count * v
-        }
-        let (extraIDs, extraTable) = appended.lock.withLock { (appended.ids, appended.table) }
-        let n = extraIDs.count
-        var extraScores = [Float](repeating: 0, count: requests.count * n)
-        if n > 0 {
+        // Every entry is written by the products (beta = 0): no need to zero the scores first.
+        let scores = [Float](unsafeUninitializedCapacity: b * width) { buffer, initialized in
             flat.withUnsafeBufferPointer { h in
-                extraTable.withUnsafeBufferPointer { t in
-                    extraScores.withUnsafeMutableBufferPointer { o in
-                        BLAS.gemm(transB: true, m: requests.count, n: n, k: d, a: h.baseAddress!, lda: d, b: t.baseAddress!, ldb: d,
-                                  c: o.baseAddress!, ldc: n)
+                model.scores(hidden: h.baseAddress!, count: b, into: buffer.baseAddress!, ldc: width)
+                if n > 0 {
+                    appended.withUnsafeBufferPointer { t in
+                        BLAS.gemm(transB: true, m: b, n: n, k: d, a: h.baseAddress!, lda: d, b: t.baseAddress!, ldb: d,
+                                  c: buffer.baseAddress! + v, ldc: width)
                     }
                 }
             }
+            initialized = b * width
         }
-        // Excluded rows are marked -infinity in place, then each answer is one vector scan; the
-        // answers are independent, so they are split over the cores.
-        var answers = [[ScoredItem]](repeating: [], count: requests.count)
-        scores.withUnsafeMutableBufferPointer { scoreBuffer in
-            extraScores.withUnsafeMutableBufferPointer { extraBuffer in
-                answers.withUnsafeMutableBufferPointer { out in
-                    let scores = scoreBuffer.baseAddress!, extra = extraBuffer.baseAddress, answersOut = out.baseAddress!
-                    Parallel.chunks(requests.count, grain: 16) { range, _ in
-                        for i in range {
-                            let request = requests[i]
-                            let row = scores + i * v
-                            for item in request.exclude { if let r = rowOf[item] { row[Int(r)] = -.infinity } }
-                            var top = TopK(k: request.k)
-                            top.scan(row, count: v)
-                            if n > 0, let extra {
-                                for j in 0..<n where !request.exclude.contains(extraIDs[j]) {
-                                    top.insert(score: extra[i * n + j], id: v + j)
-                                }
-                            }
-                            answersOut[i] = top.sorted().map { ScoredItem(item: $0.id < v ? serviceIDs[$0.id] : extraIDs[$0.id - v], score: $0.score) }
-                        }
-                    }
-                }
-            }
-        }
-        return answers
+        return .dense(scores)
     }
 }
 
-extension SASRec {
-    /// Binds the model to the service's vocabulary (see TransitionModel.bind).
-    public func bind(cacheUsers: Int = 4096, itemID: (String) -> ItemID) -> SASRecRecommender {
-        SASRecRecommender(model: self, itemID: itemID, cacheUsers: cacheUsers)
+extension SASRec: CatalogueModel {
+    public var kind: String { Self.kind }
+    public func sessionScorer(_ options: ServingOptions) -> any SessionScorer {
+        SASRecSessionScorer(model: self, cacheUsers: options.cacheUsers)
     }
 }

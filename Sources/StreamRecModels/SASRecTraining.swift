@@ -176,6 +176,66 @@ public final class SASRecTrainer {
     /// once validation plateaus); the architecture and data settings may not.
     public func resume(from path: String) throws {
         try loop.restoreCheckpoint(from: path, kind: Self.checkpointKind, modelName: "SASRec", hyperParameters: config.hyperParameters,
-                                   adjustable: ["epochs", "learning_rate"], items: model.items)
+                                   adjustable: ["epochs", "learning_rate", "eval_every", "patience"],
+                                   defaults: SASRecConfig().hyperParameters, items: model.items)
+    }
+}
+
+// MARK: - catalogue
+
+/// SASRec in the catalogue. `llm2sasrec` trains SASRec with its item table started from text
+/// embeddings (projected by PCA) and saves a `sasrec` snapshot that keeps the projection.
+public enum SASRecFamily: ModelFamily {
+    public typealias Settings = SASRecConfig
+    public static let name = "sasrec"
+    public static let kinds = [SASRec.kind]
+    public static let trainKinds = [SASRec.kind, "llm2sasrec"]
+    public static let summary = "SASRec (self-attentive, causal); llm2sasrec starts its item table from text embeddings"
+
+    public static func load(_ snapshot: Snapshot) throws -> any CatalogueModel { try SASRec.load(snapshot) }
+
+    public static func train(_ job: TrainingJob, settings: SASRecConfig) throws -> TrainingResult {
+        // A warm start keeps the current model's rows first, so its rows are copied in place.
+        var base: SASRec? = nil
+        var warm: String? = nil
+        if let current = job.current {
+            if current.manifest.kind != SASRec.kind {
+                warm = "trained from scratch: the current version is a \(current.manifest.kind) model"
+            } else {
+                do { base = try SASRec.load(current) } catch {
+                    warm = "trained from scratch: the current SASRec snapshot could not be decoded (\(error))"
+                    job.log("warm start refused: \(error)")
+                }
+            }
+        }
+        let split = job.split(leadingItems: base?.items ?? [])
+        let model = SASRec(config: settings, items: split.items)
+        var notes: [String: String] = ["init": "random"]
+        if job.kind == "llm2sasrec" {
+            guard let embeddings = job.embeddings else {
+                throw ModelError(.unsupported, "llm2sasrec needs item text embeddings; pass --embeddings CACHE (make one with `streamrec embed --items DIR/items.tsv --out CACHE`)")
+            }
+            let cache = try EmbeddingCache.load(path: embeddings)
+            let initialised = try model.initializeItemEmbeddings(from: cache)
+            job.log(String(format: "llm2sasrec: %d of %d item embeddings initialised from text (PCA %d -> %d, scale %.4g)", initialised,
+                           split.items.count, cache.dimension, settings.width, model.textProjection!.scale))
+            notes["init"] = "llm2sasrec (\(embeddings))"
+        }
+        if let base {
+            warm = model.warmStart(from: base).description
+        }
+        if let warm { job.log("sasrec: \(warm)") }
+        model.training = .init(users: job.dataset.sequences.count, items: split.items.count,
+                               interactions: split.train.reduce(0) { $0 + $1.count }, source: job.source)
+        let trainer = SASRecTrainer(model: model)
+        if job.resume, let checkpoint = job.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
+            try trainer.resume(from: checkpoint)
+            job.log("resumed from \(checkpoint) after epoch \(trainer.completedEpochs)")
+        }
+        job.log("training \(job.kind) on \(split.train.count) sequences, \(split.items.count) items, \(split.validation.count) validation cases")
+        try trainer.fit(split, checkpoint: job.checkpoint, progressInterval: job.progressInterval, progress: job.progress, log: job.log)
+        let summary = String(format: "trained %@: best validation NDCG@10 %.4f after %d epochs", job.kind, trainer.bestNDCG, trainer.completedEpochs)
+        return TrainingResult(model: model, history: trainer.history, summary: summary,
+                              reportSettings: settings.hyperParameters.merging(notes) { a, _ in a }, warmStart: warm)
     }
 }

@@ -247,70 +247,15 @@ public struct SnapshotWriter: Sendable {
     /// Writes to a temporary file beside `path`, flushes it to disk, then renames it over `path`,
     /// so a reader (or a crash) never sees half a snapshot.
     public func write(to path: String, createdAt: Date = Date()) throws {
-        try AtomicFile.write(try encode(createdAt: createdAt), to: path)
+        do {
+            try DurableFile.replace(path, with: try encode(createdAt: createdAt))
+        } catch let failure as DurableFile.Failure {
+            throw ModelError(.badSnapshot, "cannot write snapshot \(path): \(failure); check the directory exists and is writable and the disk has room")
+        }
     }
 
     static func putLittleEndian<T: FixedWidthInteger>(_ value: T, into out: inout [UInt8]) {
         withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) }
-    }
-}
-
-enum AtomicFile {
-    static func write(_ bytes: [UInt8], to path: String) throws {
-        func failure(_ what: String) -> ModelError {
-            ModelError(.badSnapshot, "cannot write snapshot \(path): \(what) failed (\(String(cString: strerror(errno)))); check the directory exists and is writable and the disk has room")
-        }
-        let url = URL(fileURLWithPath: path)
-        let directory = url.deletingLastPathComponent()
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        } catch {
-            throw ModelError(.badSnapshot, "cannot write snapshot \(path): cannot create directory \(directory.path): \(error.localizedDescription)")
-        }
-        let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).\(UUID().uuidString.prefix(8)).tmp").path
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw failure("creating \(temporary)") }
-        var renamed = false
-        defer { if !renamed { unlink(temporary) } }
-        var written = 0
-        let writeError: ModelError? = bytes.withUnsafeBytes { raw in
-            while written < raw.count {
-                let n = systemWrite(fd, raw.baseAddress! + written, raw.count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return failure("writing \(temporary)")
-                }
-                written += n
-            }
-            return nil
-        }
-        if let writeError {
-            close(fd)
-            throw writeError
-        }
-        guard fsync(fd) == 0 else {
-            let error = failure("flushing \(temporary)")
-            close(fd)
-            throw error
-        }
-        guard close(fd) == 0 else { throw failure("closing \(temporary)") }
-        guard rename(temporary, path) == 0 else { throw failure("renaming \(temporary) to \(path)") }
-        renamed = true
-        // Flush the directory too, so the rename itself survives a crash.
-        let directoryFD = open(directory.path, O_RDONLY | O_CLOEXEC)
-        if directoryFD >= 0 {
-            _ = fsync(directoryFD)
-            close(directoryFD)
-        }
-    }
-
-    @inline(__always)
-    private static func systemWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
-        #if canImport(Glibc)
-        return Glibc.write(fd, buffer, count)
-        #else
-        return Darwin.write(fd, buffer, count)
-        #endif
     }
 }
 

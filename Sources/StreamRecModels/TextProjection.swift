@@ -160,6 +160,9 @@ extension SASRec {
             throw ModelError(.badData, "only \(rowsWithText.count) of the \(items.count) items have a text embedding in the cache; PCA to width \(d) needs more than \(d). Embed the dataset's items.tsv with `streamrec embed`")
         }
         let D = cache.dimension
+        guard d <= D else {
+            throw ModelError(.badData, "the text embeddings have \(D) dimensions, fewer than the model width \(d); PCA cannot widen them. Lower the width (train.sasrec.width) or use a wider encoder")
+        }
         var fitRows = [Float](); fitRows.reserveCapacity(rowsWithText.count * D)
         for r in rowsWithText { fitRows.append(contentsOf: vectors[(r * D)..<((r + 1) * D)]) }
         let projection = TextProjection.fit(fitRows, dimension: D, width: d, tableRows: items.count, textModelID: cache.modelID)

@@ -40,24 +40,18 @@ public struct TransitionConfig: Sendable, Equatable {
         return TransitionConfig(window: max(1, window), successorsPerItem: max(1, successorsPerItem),
                                 historyItems: max(1, historyItems), recencyDecay: decay)
     }
+}
 
-    var hyperParameters: [String: String] {
-        ["window": String(window), "successors_per_item": String(successorsPerItem),
-         "history_items": String(historyItems), "recency_decay": String(recencyDecay)]
-    }
+extension TransitionConfig: ModelSettings {
+    public init() { self.init(window: 3) }
 
-    init(hyperParameters: [String: String], path: String) throws {
-        func value<T: LosslessStringConvertible>(_ key: String, _ isValid: (T) -> Bool) throws -> T {
-            guard let text = hyperParameters[key], let parsed = T(text), isValid(parsed) else {
-                throw ModelError(.badSnapshot, "snapshot \(path): hyper-parameter '\(key)' is missing or invalid (\(hyperParameters[key] ?? "absent")); retrain the model")
-            }
-            return parsed
-        }
-        self.init(window: try value("window") { (v: Int) in v >= 1 },
-                  successorsPerItem: try value("successors_per_item") { (v: Int) in v >= 1 },
-                  historyItems: try value("history_items") { (v: Int) in v >= 1 },
-                  recencyDecay: try value("recency_decay") { (v: Float) in v > 0 && v <= 1 })
-    }
+    /// The key table: snapshots, `train` flags and the `train.transition.*` config keys.
+    public static let keys: [SettingKey<TransitionConfig>] = [
+        .int("window", "following items that count as successors (weights 1, 1/2, 1/3, ...)", 1...1_000, \.window),
+        .int("successors_per_item", "successors kept per item", 1...100_000, \.successorsPerItem, aliases: ["successors"]),
+        .int("history_items", "latest session items scored", 1...10_000, \.historyItems),
+        .float("recency_decay", "weight of an item of age a is recency_decay^a", 1e-6...1, \.recencyDecay),
+    ]
 }
 
 public struct TransitionModel: Sendable {
@@ -194,9 +188,12 @@ public struct TransitionModel: Sendable {
 
     // MARK: snapshots
 
+    public func snapshotWriter() throws -> SnapshotWriter { try snapshotWriter(metrics: [:]) }
+
     private func snapshotWriter(metrics: [String: Double]) throws -> SnapshotWriter {
         var writer = SnapshotWriter(kind: Self.kind, items: items, hyperParameters: config.hyperParameters,
                                     training: training, metrics: metrics)
+        if !version.isEmpty { writer.modelVersion = version }
         try writer.add("successor_offsets", ints: successorOffsets, shape: [successorOffsets.count])
         try writer.add("successor_items", ints: successorItems, shape: [successorItems.count])
         try writer.add("successor_weights", floats: successorWeights, shape: [successorWeights.count])
@@ -206,9 +203,7 @@ public struct TransitionModel: Sendable {
 
     /// Writes a snapshot; `metrics` (e.g. validation HR@10) are recorded in its manifest.
     public func save(to path: String, metrics: [String: Double] = [:]) throws {
-        var writer = try snapshotWriter(metrics: metrics)
-        if !version.isEmpty { writer.modelVersion = version }
-        try writer.write(to: path)
+        try snapshotWriter(metrics: metrics).write(to: path)
     }
 
     public static func load(path: String) throws -> TransitionModel {
@@ -252,12 +247,6 @@ public struct TransitionModel: Sendable {
     }
 
     // MARK: serving
-
-    /// Binds the model to the service's vocabulary: `itemID` returns the vocabulary id of an
-    /// external id (the service assigns and persists new ones). It is called once per model item.
-    public func bind(itemID: (String) -> ItemID) -> TransitionRecommender {
-        TransitionRecommender(model: self, vocabularyIDs: items.map(itemID))
-    }
 }
 
 // MARK: full-catalogue scoring
@@ -296,87 +285,62 @@ extension TransitionModel: CatalogScorer {
     }
 }
 
-/// A transition model answering in the service's ItemIDs.
-public struct TransitionRecommender: Recommender {
-    public let descriptor: ModelDescriptor
-    private let model: TransitionModel
-    /// Model row -> vocabulary id; 0 for a row that cannot be served (the vocabulary gave it 0,
-    /// or an id another row already has), so answers never hold 0 or a duplicate.
-    private let idOfRow: [ItemID]
-    /// Vocabulary id -> model row. Ids the model never saw, however large, are simply absent.
-    private let rowOfID: [ItemID: Int32]
+/// The transition model's part of serving: sparse candidates, the successors of the session's
+/// latest items weighted by recency (the serving adapter fills up to k with popular items).
+public final class TransitionSessionScorer: SessionScorer, @unchecked Sendable {
+    public let model: TransitionModel
+    /// One dense accumulator, reset entry by entry: no O(items) work per session.
+    private var accumulator: [Float]
+    private var touched: [Int32] = []
 
-    init(model: TransitionModel, vocabularyIDs: [ItemID]) {
-        var idOfRow = vocabularyIDs
-        var rowOfID: [ItemID: Int32] = [:]
-        rowOfID.reserveCapacity(vocabularyIDs.count)
-        for (row, id) in vocabularyIDs.enumerated() {
-            if id == 0 || rowOfID[id] != nil {
-                idOfRow[row] = 0
-            } else {
-                rowOfID[id] = Int32(row)
-            }
-        }
+    public init(model: TransitionModel) {
         self.model = model
-        self.idOfRow = idOfRow
-        self.rowOfID = rowOfID
-        descriptor = ModelDescriptor(name: TransitionModel.kind, version: model.version)
+        accumulator = [Float](repeating: 0, count: model.items.count)
     }
 
-    public func recommend(_ requests: [RecommendationRequest]) -> [[ScoredItem]] {
-        // One dense accumulator per batch, reset entry by entry: no O(items) work per request.
-        var scratch = Scratch(itemCount: model.items.count)
-        return requests.map { answer($0, &scratch) }
-    }
+    public var rowCount: Int { model.items.count }
 
-    private struct Scratch {
-        var score: [Float]
-        var touched: [Int32] = []
-        init(itemCount: Int) { score = [Float](repeating: 0, count: itemCount) }
-    }
-
-    private func answer(_ request: RecommendationRequest, _ scratch: inout Scratch) -> [ScoredItem] {
-        let k = min(request.k, model.items.count)
-        guard k > 0 else { return [] }
-
-        // Unknown ids still take their place in the window: age counts events, not known events.
-        var recency: Float = 1
-        for id in request.history.suffix(model.config.historyItems).reversed() {
-            defer { recency *= model.config.recencyDecay }
-            guard let row = rowOfID[id] else { continue }
-            let start = Int(model.successorOffsets[Int(row)]), end = Int(model.successorOffsets[Int(row) + 1])
-            for entry in start..<end {
-                let successor = model.successorItems[entry]
-                if scratch.score[Int(successor)] == 0 { scratch.touched.append(successor) }
-                scratch.score[Int(successor)] += recency * model.successorWeights[entry]
+    public func score(users: [String], sessions: [[Int32]]) -> SessionScores {
+        .sparse(sessions.map { session in
+            var recency: Float = 1
+            for row in session.suffix(model.config.historyItems).reversed() {
+                defer { recency *= model.config.recencyDecay }
+                let start = Int(model.successorOffsets[Int(row)]), end = Int(model.successorOffsets[Int(row) + 1])
+                for entry in start..<end {
+                    let successor = model.successorItems[entry]
+                    if accumulator[Int(successor)] == 0 { touched.append(successor) }
+                    accumulator[Int(successor)] += recency * model.successorWeights[entry]
+                }
             }
-        }
+            let candidates = touched.map { (row: $0, score: accumulator[Int($0)]) }
+            for row in touched { accumulator[Int(row)] = 0 }
+            touched.removeAll(keepingCapacity: true)
+            return candidates
+        })
+    }
+}
 
-        var top = TopK(k: k)
-        for row in scratch.touched {
-            let id = idOfRow[Int(row)]
-            if id != 0 && !request.exclude.contains(id) {
-                top.insert(score: scratch.score[Int(row)], id: Int(row))
-            }
-        }
-        for row in scratch.touched { scratch.score[Int(row)] = 0 }
-        scratch.touched.removeAll(keepingCapacity: true)
+extension TransitionModel: CatalogueModel {
+    public var kind: String { Self.kind }
+    public var ownPopularity: [Float]? { popularity }
+    public func sessionScorer(_ options: ServingOptions) -> any SessionScorer { TransitionSessionScorer(model: self) }
+}
 
-        let ranked = top.sorted()
-        var answer = ranked.map { ScoredItem(item: idOfRow[$0.id], score: $0.score) }
-        guard answer.count < k else { return answer }
+/// The transition model in the catalogue: rebuilt from counts, no epochs.
+public enum TransitionFamily: ModelFamily {
+    public typealias Settings = TransitionConfig
+    public static let name = TransitionModel.kind
+    public static let kinds = [TransitionModel.kind]
+    public static let summary = "item-to-item transitions with recency weights (counts; trains in seconds)"
 
-        // Fewer transition candidates than k (all of them are in the answer by now): fill with
-        // popular items, scaled to stay below the lowest transition score and keep their order.
-        let chosenRows = Set(ranked.map(\.id))
-        let ceiling = 0.5 * (answer.last?.score ?? 1)
-        let maxPopularity = max(model.popularRanking.first.map { model.popularity[Int($0)] } ?? 1, 1)
-        for row in model.popularRanking {
-            let id = idOfRow[Int(row)]
-            if id == 0 || chosenRows.contains(Int(row)) || request.exclude.contains(id) { continue }
-            answer.append(ScoredItem(item: id, score: ceiling * model.popularity[Int(row)] / maxPopularity))
-            if answer.count == k { break }
-        }
-        return answer
+    public static func load(_ snapshot: Snapshot) throws -> any CatalogueModel { try TransitionModel.load(snapshot) }
+
+    public static func train(_ job: TrainingJob, settings: TransitionConfig) throws -> TrainingResult {
+        let sequences = job.trainingSequences
+        let model = TransitionModel.train(sequences: sequences, config: settings, source: job.source)
+        let interactions = sequences.reduce(0) { $0 + $1.count }
+        return TrainingResult(model: model, summary: "trained transition on \(sequences.count) sequences (\(interactions) interactions, holdout \(job.holdout.rawValue))",
+                              reportSettings: settings.hyperParameters,
+                              warmStart: job.current.map { _ in "transition models are rebuilt from counts (no warm start)" })
     }
 }

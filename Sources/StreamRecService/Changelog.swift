@@ -55,13 +55,8 @@ public final class ChangelogRestorer {
         recordsPerWrite = config.state.restoreBatch
         standbyEnabled = config.state.standbyReplicas > 0
         readTimeoutMs = config.state.restoreTimeoutMs
-        var p = KafkaClients.consumer(config, brokers: brokers)
-        // Never joins or commits (assign() only); librdkafka still wants a group id.
-        p["group.id"] = "\(config.kafka.groupID)-restore"
-        // Only whole transactions count in exactly-once mode; harmless otherwise.
-        p["isolation.level"] = "read_committed"
-        p["fetch.max.bytes"] = "52428800"
-        p["max.partition.fetch.bytes"] = "8388608"
+        // Never joins or commits (assign() only); whole transactions only.
+        let p = KafkaClients.changelogReader(config, brokers: brokers).properties
         readerProperties = p
         transactional = config.delivery == .exactlyOnce
         consumer = try KafkaConsumer(properties: p)

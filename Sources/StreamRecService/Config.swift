@@ -1,6 +1,7 @@
 // Configuration: Sendable structs with documented defaults, and ConfigLoader, the one place that
 // reads every key (file, then environment, then command-line flags; later wins).
 import Foundation
+import StreamRecModels
 import StreamRecStorage
 import Yams
 
@@ -45,6 +46,8 @@ public struct StreamRecConfig: Sendable {
     public struct Recommend: Sendable {
         public var k = 10
         public var exclude: ExclusionPolicy = .seen
+        /// What every model answers a user whose session holds no item it knows.
+        public var coldUsers: ColdUserPolicy = .popularity
     }
     public struct Pipeline: Sendable {
         /// Most records processed as one micro-batch (one model call, one LevelDB write).
@@ -80,12 +83,14 @@ public struct StreamRecConfig: Sendable {
     }
     /// `streamrec retrain` (docs/operations.md, "Retrain runbook").
     public struct Retrain: Sendable {
-        public enum ModelKind: String, Sendable, CaseIterable { case transition, sasrec }
         /// Hours of the input topic read, back from the start of the run; 0 = everything retained.
         public var windowHours: Double = 0
         /// Optional dataset merged into the topic's events (shared-data sequences, ratings.dat or CSV).
         public var baseData: String? = nil
-        public var model: ModelKind = .transition
+        /// A catalogue kind `train --model` accepts.
+        public var model = "transition"
+        /// Item text embeddings for the text-based models.
+        public var embeddings: String? = nil
         /// The gate: the candidate's validation NDCG@10 must be >= current's * (1 - maxRegression).
         public var maxRegression = 0.02
         /// Candidate snapshots, evaluation and reports before publishing (one subdirectory per run).
@@ -96,26 +101,6 @@ public struct StreamRecConfig: Sendable {
         public var minEvents = 100
         /// How long reading the topic up to its high watermarks may take (ms).
         public var readTimeoutMs = 300_000
-        /// Successors kept per item (transition).
-        public var transitionSuccessors = 50
-        public var sasrec = SASRecSettings()
-        public init() {}
-    }
-    /// SASRec hyper-parameters of `streamrec retrain` (the `train` flags of the same names).
-    public struct SASRecSettings: Sendable {
-        public var epochs = 50
-        public var maxLength = 50
-        public var dropout: Float = 0.2
-        public var learningRate: Float = 1e-3
-        public var batchSize = 128
-        public var width = 64
-        public var blocks = 2
-        public var heads = 1
-        /// ce, bce or sampled.
-        public var loss = "ce"
-        public var evalEvery = 5
-        public var patience = 4
-        public var seed: UInt64 = 42
         public init() {}
     }
     public struct Metrics: Sendable {
@@ -134,6 +119,9 @@ public struct StreamRecConfig: Sendable {
     public var model = Model()
     public var metrics = Metrics()
     public var retrain = Retrain()
+    /// Training settings per catalogue family (`train.<family>.<key>` -> text), over each model's
+    /// defaults: what `train` and `retrain` train with.
+    public var training: [String: [String: String]] = [:]
 
     public init() {}
 }
@@ -179,6 +167,12 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
     public let source: String
     public let message: String
     public var description: String { "config key '\(key)' (\(source)): \(message)" }
+
+    public init(key: String, source: String, message: String) {
+        self.key = key
+        self.source = source
+        self.message = message
+    }
 }
 
 public enum ConfigLoader {
@@ -229,6 +223,11 @@ public enum ConfigLoader {
         },
         int("session.cache_capacity", "sessions kept decoded in memory", 0...100_000_000, \.session.cacheCapacity),
         int("recommend.k", "items per recommendation", 1...1000, \.recommend.k),
+        Key(name: "recommend.cold_users", doc: "answer to a user whose session holds no item the model knows, the same for every model: popularity (the snapshot's most popular items) | none (no answer)") { c, v in
+            guard let policy = ColdUserPolicy(rawValue: v) else { return "must be popularity or none, got '\(v)'" }
+            c.recommend.coldUsers = policy
+            return nil
+        },
         Key(name: "recommend.exclude", doc: "none | seen | recent:N — items never recommended back") { c, v in
             guard let p = ExclusionPolicy.parse(v) else { return "must be 'none', 'seen' or 'recent:N' (N > 0), got '\(v)'" }
             c.recommend.exclude = p
@@ -269,11 +268,12 @@ public enum ConfigLoader {
             c.retrain.baseData = v.isEmpty ? nil : v
             return nil
         },
-        Key(name: "retrain.model", doc: "model retrain trains: transition | sasrec") { c, v in
-            guard let kind = StreamRecConfig.Retrain.ModelKind(rawValue: v) else { return "must be 'transition' or 'sasrec', got '\(v)'" }
-            c.retrain.model = kind
+        Key(name: "retrain.model", doc: "model retrain trains (its settings: the train.<family>.* keys): \(ModelCatalogue.standard.trainKinds.joined(separator: " | "))") { c, v in
+            guard ModelCatalogue.standard.entry(forTrainKind: v) != nil else { return "must be one of \(ModelCatalogue.standard.trainKinds.joined(separator: ", ")), got '\(v)'" }
+            c.retrain.model = v
             return nil
         },
+        string("retrain.embeddings", "item text-embedding cache for the text-based models (llm2sasrec, llmseqsim; `streamrec embed`)", \.retrain.embeddings),
         Key(name: "retrain.max_regression", doc: "largest allowed relative drop of validation NDCG@10 vs the current model (0.02 = 2%)") { c, v in
             guard let x = Double(v.trimmingCharacters(in: .whitespaces)), x >= 0, x <= 1 else { return "must be a fraction from 0 to 1 (0.02 = 2%), got '\(v)'" }
             c.retrain.maxRegression = x
@@ -283,33 +283,28 @@ public enum ConfigLoader {
         int("retrain.keep", "versions kept by the prune after a promotion (0 = never prune)", 0...100_000, \.retrain.keep),
         int("retrain.min_events", "fewest valid events retrain trains on", 1...Int.max, \.retrain.minEvents),
         int("retrain.read_timeout_ms", "longest time to read the input topic up to its high watermarks (ms)", 1_000...86_400_000, \.retrain.readTimeoutMs),
-        int("retrain.transition.successors", "successors kept per item (transition)", 1...10_000, \.retrain.transitionSuccessors),
-        int("retrain.sasrec.epochs", "SASRec training epochs", 1...100_000, \.retrain.sasrec.epochs),
-        int("retrain.sasrec.max_length", "SASRec max sequence length L", 2...10_000, \.retrain.sasrec.maxLength),
-        float("retrain.sasrec.dropout", "SASRec dropout rate", 0...0.95, \.retrain.sasrec.dropout),
-        float("retrain.sasrec.lr", "SASRec Adam learning rate", 1e-7...1, \.retrain.sasrec.learningRate),
-        int("retrain.sasrec.batch_size", "SASRec sequences per batch", 1...100_000, \.retrain.sasrec.batchSize),
-        int("retrain.sasrec.width", "SASRec width d (a multiple of heads)", 2...4096, \.retrain.sasrec.width),
-        int("retrain.sasrec.blocks", "SASRec transformer blocks", 1...64, \.retrain.sasrec.blocks),
-        int("retrain.sasrec.heads", "SASRec attention heads", 1...64, \.retrain.sasrec.heads),
-        Key(name: "retrain.sasrec.loss", doc: "SASRec loss: ce | bce | sampled") { c, v in
-            guard ["ce", "bce", "sampled"].contains(v) else { return "must be 'ce', 'bce' or 'sampled', got '\(v)'" }
-            c.retrain.sasrec.loss = v
-            return nil
-        },
-        int("retrain.sasrec.eval_every", "SASRec: validate every N epochs", 1...100_000, \.retrain.sasrec.evalEvery),
-        int("retrain.sasrec.patience", "SASRec: stop after N validations without improvement", 1...100_000, \.retrain.sasrec.patience),
-        Key(name: "retrain.sasrec.seed", doc: "SASRec random seed") { c, v in
-            guard let n = UInt64(v.trimmingCharacters(in: .whitespaces)) else { return "must be a non-negative integer, got '\(v)'" }
-            c.retrain.sasrec.seed = n
-            return nil
-        },
         string("model.embeddings", "embedding cache file new items are embedded into (cold-start path, with model.encoder)", \.model.embeddings),
         string("model.encoder", "sentence-encoder directory for new items' texts (cold-start path, with model.embeddings)", \.model.encoder),
         int("model.embed_batch", "item records embedded per step of the cold-start path", 1...10_000, \.model.embedBatch),
         nonEmpty("metrics.host", "address of the /metrics and /healthz endpoint", \.metrics.host),
         int("metrics.port", "port of the endpoint (0 = any free port, -1 = off)", -1...65_535, \.metrics.port),
-    ]
+    ] + trainingKeys
+
+    /// `train.<family>.<key>` for every setting of every catalogue model: what `train` flags,
+    /// `retrain` and the environment set. Each value is checked alone here; the settings as a
+    /// whole (a width that heads must divide) when a training run builds them.
+    static var trainingKeys: [Key] {
+        ModelCatalogue.standard.entries.flatMap { entry in
+            entry.settingKeys.map { setting in
+                let doc = "\(entry.name): \(setting.doc)" + (setting.defaultValue.isEmpty ? "" : " (default \(setting.defaultValue))")
+                return Key(name: "train.\(entry.name).\(setting.name)", doc: doc) { c, v in
+                    if let error = entry.check(key: setting.name, value: v) { return error.problem }
+                    c.training[entry.name, default: [:]][setting.name] = v
+                    return nil
+                }
+            }
+        }
+    }
 
     /// Keys whose value is a map of librdkafka properties passed through as they are.
     nonisolated(unsafe) static let passthroughMaps: [String: WritableKeyPath<StreamRecConfig, [String: String]>] = [

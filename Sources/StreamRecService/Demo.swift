@@ -107,28 +107,20 @@ public enum Demo {
         let model = TransitionModel.train(sequences: trainSequences, config: TransitionConfig())
         let snapshotPath = work.appendingPathComponent("\(options.model).snap").path
         say("synthetic clickstream: \(options.users) users drifting through \(options.clusters) item clusters; training on \(events.count - live.count) events, streaming \(live.count)")
-        switch options.model {
-        case "transition":
-            try model.save(to: snapshotPath)
-            say("trained the transition model")
-        case "sasrec":
-            let trainStart = Date()
-            let dataset = SequenceDataset(sequences: train.keys.sorted().map { ($0, train[$0]!) }, source: "demo")
-            var split = EncodedSplit(dataset)
-            // Every item of the training part trains: the live half is the real test.
-            split.train = dataset.sequences.map { $0.items.map { split.rowOf[$0]! } }
-            var c = SASRecConfig()
-            c.maxLength = 50; c.epochs = options.epochs; c.evalEvery = options.epochs; c.learningRate = 2e-3
-            let sasrec = SASRec(config: c, items: split.items)
-            sasrec.training = .init(users: dataset.sequences.count, items: split.items.count, interactions: events.count - live.count, source: "demo")
-            let trainer = SASRecTrainer(model: sasrec)
-            try trainer.fit(split)
-            try sasrec.save(to: snapshotPath)
-            say(String(format: "trained SASRec (d=%d, %d blocks, full cross-entropy) for %d epochs in %.1f s, %.0f sequences/s",
-                       c.width, c.blocks, c.epochs, Date().timeIntervalSince(trainStart), trainer.history.last?.sequencesPerSecond ?? 0))
-        default:
-            throw ConfigError(key: "model", source: "demo", message: "unknown demo model '\(options.model)'; use sasrec or transition")
+        // Any catalogue model; the demo's preset (a short window, few epochs) applies where the
+        // model has those settings. Every item of the training part trains: the live half is the real test.
+        let trainStart = Date()
+        let dataset = SequenceDataset(sequences: train.keys.sorted().map { ($0, train[$0]!) }, source: "demo")
+        let family: CatalogueEntry
+        do { family = try ModelCatalogue.standard.trainer(for: options.model) } catch {
+            throw ConfigError(key: "model", source: "demo", message: "\(error)")
         }
+        let preset = ["max_length": "50", "epochs": "\(options.epochs)", "eval_every": "\(options.epochs)", "learning_rate": "0.002"]
+        let trained = try family.train(TrainingJob(kind: options.model, dataset: dataset, holdout: .none, source: "demo"),
+                                       settings: family.applicable(preset))
+        try ModelCatalogue.save(trained.model, trainingSequences: trainSequences, to: snapshotPath)
+        say(String(format: "%@ in %.1f s%@", trained.summary, Date().timeIntervalSince(trainStart),
+                   trained.history.last.map { String(format: ", %.0f sequences/s", $0.sequencesPerSecond) } ?? ""))
 
         // 3. The serving stack, exactly as `serve` builds it.
         var config = StreamRecConfig()
@@ -160,8 +152,7 @@ public enum Demo {
         // 4. Throughput: a backlog of the first part of the live stream, in the input topic before
         // the service starts, so the figure is the pipeline's own drain rate, not the rate this
         // process can produce at.
-        let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "5",
-                                                      "socket.nagle.disable": "true", "log_level": "3"])
+        let producer = try KafkaProducer(KafkaClients.bulkProducer(brokers: cluster.bootstrapServers, lingerMs: 5))
         let backlogCount = live.count / 2
         let backlog = Array(live[..<backlogCount])
         let paced = Array(live[backlogCount...])
@@ -273,9 +264,7 @@ final class DemoReader: @unchecked Sendable {
     private let say: @Sendable (String) -> Void
 
     init(brokers: String, topic: String, liveLines: Int, say: @escaping @Sendable (String) -> Void) throws {
-        consumer = try KafkaConsumer(properties: ["bootstrap.servers": brokers, "group.id": "streamrec-demo-reader",
-                                                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": "5",
-                                                  "socket.nagle.disable": "true", "log_level": "3"])
+        consumer = try KafkaConsumer(KafkaClients.outputReader(brokers: brokers, group: "streamrec-demo-reader"))
         try consumer.subscribe([topic])
         self.liveLines = liveLines
         self.say = say

@@ -110,17 +110,8 @@ public final class ItemIngestor: @unchecked Sendable {
     static func connect(_ config: StreamRecConfig, logger: Logger) throws -> KafkaConsumer {
         guard let brokers = config.kafka.brokers else { throw KafkaError(.config, "no brokers configured") }
         let topic = config.kafka.itemsTopic
-        var p: [String: String] = [
-            "bootstrap.servers": brokers,
-            // Never joins or commits: assign() below. librdkafka still wants a group id.
-            "group.id": "\(config.kafka.groupID)-items-\(UUID().uuidString.prefix(8))",
-            "client.id": config.kafka.clientID,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": "100",
-            "log_level": "3",
-        ]
-        p.merge(config.kafka.consumerProperties) { _, new in new }
-        let consumer = try KafkaConsumer(properties: p)
+        // Never joins or commits: assign() below.
+        let consumer = try KafkaConsumer(KafkaClients.itemsReader(config, brokers: brokers))
         guard let partitions = try consumer.partitionCount(topic, timeoutMs: 5_000), partitions > 0 else {
             consumer.close()
             throw KafkaError(.config, "topic \(topic) does not exist; create it with `streamrec topics apply` (topology/topics.yaml)")

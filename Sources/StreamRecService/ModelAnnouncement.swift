@@ -51,9 +51,7 @@ public enum ModelAnnouncer {
     /// a dedicated thread (`onDedicatedThread`).
     public static func announce(_ announcement: ModelAnnouncement, name: String, brokers: String, topic: String,
                                 properties: [String: String] = [:], timeoutMs: Int32 = 30_000) throws {
-        var p: [String: String] = ["bootstrap.servers": brokers, "acks": "all", "enable.idempotence": "true", "log_level": "3"]
-        p.merge(properties) { _, new in new }
-        let producer = try KafkaProducer(properties: p)
+        let producer = try KafkaProducer(KafkaClients.announcer(brokers: brokers, overrides: properties))
         defer { producer.close(flushTimeoutMs: 1_000) }
         try producer.send(KafkaRecord(topic: topic, key: Array(name.utf8), value: announcement.encoded(),
                                       headers: [KafkaHeader("model-version", announcement.version)]))

@@ -378,26 +378,18 @@ public struct ModelRegistry: Sendable {
 
     private func setCurrent(_ version: String) throws(RegistryError) {
         // Temp file + fsync + rename + directory fsync: readers see the old or the new pointer.
-        let temporary = root.appendingPathComponent(".current.\(getpid()).\(UUID().uuidString.prefix(8)).tmp")
-        try Self.writeDurably(Data((version + "\n").utf8), to: temporary)
-        guard rename(temporary.path, currentFile.path) == 0 else {
-            let why = String(cString: strerror(errno))
-            unlink(temporary.path)
-            throw RegistryError(.io, "cannot update \(currentFile.path): \(why); check the registry is writable")
+        do {
+            try DurableFile.replace(currentFile.path, with: Array((version + "\n").utf8))
+        } catch {
+            throw RegistryError(.io, "cannot update \(currentFile.path): \(error); check the registry is writable")
         }
-        try Self.syncDirectory(root)
     }
 
     private func appendHistory(_ entry: RegistryHistoryEntry) throws(RegistryError) {
-        let fd = open(historyFile.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw RegistryError(.io, "cannot open \(historyFile.path): \(String(cString: strerror(errno))); the pointer moved but the history missed it, so fix permissions and append the line by hand")
-        }
-        defer { close(fd) }
-        let bytes = Array(entry.line.utf8)
-        let written = bytes.withUnsafeBytes { Self.systemWrite(fd, $0.baseAddress!, $0.count) }
-        guard written == bytes.count, fsync(fd) == 0 else {
-            throw RegistryError(.io, "cannot append to \(historyFile.path): \(String(cString: strerror(errno)))")
+        do {
+            try DurableFile.append(historyFile.path, Array(entry.line.utf8))
+        } catch {
+            throw RegistryError(.io, "cannot append to \(historyFile.path): \(error); the pointer moved but the history missed it, so fix permissions and append the line by hand")
         }
     }
 
@@ -434,43 +426,14 @@ public struct ModelRegistry: Sendable {
     }
 
     static func writeDurably(_ data: Data, to url: URL) throws(RegistryError) {
-        let fd = open(url.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            throw RegistryError(.io, "cannot create \(url.path): \(String(cString: strerror(errno))); check the registry is writable")
-        }
-        defer { close(fd) }
-        var failed = false
-        data.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = systemWrite(fd, raw.baseAddress! + done, raw.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failed = true
-                    return
-                }
-                done += n
-            }
-        }
-        guard !failed, fsync(fd) == 0 else {
-            throw RegistryError(.io, "cannot write \(url.path): \(String(cString: strerror(errno))); check the disk has room")
+        do {
+            try DurableFile.create(url.path, with: data)
+        } catch {
+            throw RegistryError(.io, "cannot write \(url.path): \(error); check the registry is writable and the disk has room")
         }
     }
 
     static func syncDirectory(_ url: URL) throws(RegistryError) {
-        let fd = open(url.path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        // Some network filesystems refuse fsync on a directory; the rename is still atomic there.
-        _ = fsync(fd)
-        close(fd)
-    }
-
-    @inline(__always)
-    static func systemWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
-        #if canImport(Glibc)
-        return Glibc.write(fd, buffer, count)
-        #else
-        return Darwin.write(fd, buffer, count)
-        #endif
+        DurableFile.syncDirectory(url.path)
     }
 }

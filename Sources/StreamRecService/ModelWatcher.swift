@@ -134,17 +134,8 @@ final class AnnouncementReader {
     init(config: StreamRecConfig, logger: Logger) throws {
         guard let brokers = config.kafka.brokers else { throw KafkaError(.config, "no brokers configured") }
         let topic = config.kafka.modelUpdatesTopic
-        var p: [String: String] = [
-            "bootstrap.servers": brokers,
-            // Never joins or commits: assign() below. librdkafka still wants a group id.
-            "group.id": "\(config.kafka.groupID)-model-watch-\(UUID().uuidString.prefix(8))",
-            "client.id": config.kafka.clientID,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": "100",
-            "log_level": "3",
-        ]
-        p.merge(config.kafka.consumerProperties) { _, new in new }
-        consumer = try KafkaConsumer(properties: p)
+        // Never joins or commits: assign() below.
+        consumer = try KafkaConsumer(KafkaClients.modelUpdatesReader(config, brokers: brokers))
         self.name = Array(config.model.name.utf8)
         self.logger = logger
         guard let partitions = try consumer.partitionCount(topic, timeoutMs: 5_000), partitions > 0 else {

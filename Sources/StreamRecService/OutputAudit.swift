@@ -109,11 +109,8 @@ public final class OutputAudit: @unchecked Sendable {
         }
         self.options = options
         self.logger = logger
-        consumer = try KafkaConsumer(properties: [
-            "bootstrap.servers": options.brokers, "group.id": "streamrec-audit", "client.id": "streamrec-audit",
-            "auto.offset.reset": "earliest", "log_level": "3",
-            "isolation.level": options.readCommitted ? "read_committed" : "read_uncommitted",
-        ])
+        consumer = try KafkaConsumer(KafkaClients.outputReader(brokers: options.brokers, group: "streamrec-audit",
+                                                               isolation: options.readCommitted ? .readCommitted : .readUncommitted, fetchWaitMs: 100))
         guard let inputCount = try consumer.partitionCount(options.inputTopic) else {
             throw ConfigError(key: "kafka.input_topic", source: "audit", message: "topic '\(options.inputTopic)' does not exist")
         }

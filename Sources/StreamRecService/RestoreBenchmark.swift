@@ -45,8 +45,7 @@ public enum RestoreBenchmark {
         try cluster.createTopic(changelog, partitions: partitions, replication: 1)
 
         // The input: every user's events, round-robin, keyed by user (librdkafka's partitioner).
-        let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "50",
-                                                      "batch.num.messages": "10000", "log_level": "3"])
+        let producer = try KafkaProducer(KafkaClients.bulkProducer(brokers: cluster.bootstrapServers, lingerMs: 50, batchMessages: 10_000))
         var events = 0
         var cursors = [Int](repeating: 0, count: sequences.count)
         var active = Array(sequences.indices)
@@ -117,8 +116,7 @@ public enum RestoreBenchmark {
         defer { store.close() }
         let sessions = SessionStore(store: store, policy: policy)
         let vocabulary = try Vocabulary(store: store)
-        let consumer = try KafkaConsumer(properties: ["bootstrap.servers": brokers, "group.id": "restorebench-replay",
-                                                      "fetch.wait.max.ms": "10", "log_level": "3"])
+        let consumer = try KafkaConsumer(KafkaClients.outputReader(brokers: brokers, group: "restorebench-replay", fetchWaitMs: 10))
         defer { consumer.close() }
         try consumer.assign(Dictionary(uniqueKeysWithValues: (0..<Int32(partitions)).map { (TopicPartition(input, $0), StartOffset.beginning) }))
         let rules = EventRules()
@@ -157,7 +155,7 @@ public enum RestoreBenchmark {
         defer { store.close() }
         let sessions = SessionStore(store: store, policy: SessionPolicy(maxItems: .max))
         let vocabulary = try Vocabulary(store: store)
-        let producer = try KafkaProducer(properties: ["bootstrap.servers": brokers, "linger.ms": "50", "batch.num.messages": "10000", "log_level": "3"])
+        let producer = try KafkaProducer(KafkaClients.bulkProducer(brokers: brokers, lingerMs: 50, batchMessages: 10_000))
         var records = 0, bytes = 0, users = 0
         try sessions.forEachSession { s in
             let record = ChangelogRecord.session(user: s.user, inputOffset: 0, lastSeenMs: s.lastSeenMs,

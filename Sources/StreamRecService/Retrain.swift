@@ -125,28 +125,34 @@ public final class RetrainJob: @unchecked Sendable {
         let candidatePath = runDirectory.appendingPathComponent("candidate.snap").path
         let source = "\(built.window) (holdout loo)"
         let trainStart = Date()
-        let candidate: any CatalogScorer
-        var warm = "transition models are rebuilt from counts (no warm start)"
-        var history: [EpochRecord] = []
-        var hyper: [String: String] = ["model": settings.model.rawValue]
-        switch settings.model {
-        case .transition:
-            var c = TransitionConfig()
-            c.successorsPerItem = settings.transitionSuccessors
-            let model = TransitionModel.train(sequences: split.train, config: c, source: source)
-            do { try model.save(to: candidatePath) } catch { throw RetrainError(.training, "cannot write \(candidatePath): \(error)") }
-            candidate = model
-            hyper["successors"] = "\(settings.transitionSuccessors)"
-            say(String(format: "trained transition on %d sequences in %.2f s", split.train.count, Date().timeIntervalSince(trainStart)))
-        case .sasrec:
-            let (model, trainer, how) = try trainSASRec(dataset: dataset, current: currentSnapshot, source: source, checkpoint: candidatePath + ".ckpt")
-            warm = how
-            do { try model.save(to: candidatePath) } catch { throw RetrainError(.training, "cannot write \(candidatePath): \(error)") }
-            try? FileManager.default.removeItem(atPath: candidatePath + ".ckpt")
-            candidate = model
-            history = trainer.history
-            hyper.merge(model.config.hyperParameters) { a, _ in a }
+        var job = TrainingJob(kind: settings.model, dataset: dataset, holdout: .loo, source: source)
+        job.embeddings = settings.embeddings
+        job.checkpoint = candidatePath + ".ckpt"
+        job.current = currentSnapshot
+        if let onTrainingProgress { job.progress = onTrainingProgress }
+        if let onLog { job.log = onLog }
+        let family: CatalogueEntry
+        do { family = try ModelCatalogue.standard.trainer(for: settings.model) } catch {
+            throw RetrainError(.config, "retrain.model: \(error)")
         }
+        let values = config.training[family.name] ?? [:]
+        if let problem = family.check(values) {
+            throw RetrainError(.config, "train.\(family.name).\(problem.key): \(problem.problem); fix the key")
+        }
+        let result: TrainingResult
+        do { result = try family.train(job, settings: values) } catch {
+            throw RetrainError(.training, "\(settings.model) training failed: \(error)")
+        }
+        do {
+            try ModelCatalogue.save(result.model, trainingSequences: job.trainingSequences, to: candidatePath)
+        } catch { throw RetrainError(.training, "cannot write \(candidatePath): \(error)") }
+        removeIfPresent(candidatePath + ".ckpt")
+        let candidate: any CatalogScorer = result.model
+        let warm = result.warmStart ?? "no current version"
+        let history = result.history
+        var hyper = result.reportSettings
+        hyper["model"] = settings.model
+        say(result.summary)
         let trainSeconds = Date().timeIntervalSince(trainStart)
 
         // 4. Score both on the same held-out cases (validation targets, history excluded).
@@ -154,7 +160,7 @@ public final class RetrainJob: @unchecked Sendable {
         let catalog = Set(dataset.sequences.flatMap(\.items)).count
         let candidateVersion = try Snapshot.read(path: candidatePath).manifest.modelVersion
         let candidateReport = evaluator.evaluate(scorer: candidate, cases: cases, trainingSequences: split.train, catalogItemCount: catalog,
-                                                 model: ModelDescriptor(name: settings.model.rawValue, version: candidateVersion),
+                                                 model: ModelDescriptor(name: settings.model, version: candidateVersion),
                                                  dataset: built.window, split: "validation")
         let candidateNDCG = candidateReport.historyExcluded.cutoff(10)?.ndcg ?? 0
         var currentNDCG: Double? = nil
@@ -164,9 +170,11 @@ public final class RetrainJob: @unchecked Sendable {
                                             model: ModelDescriptor(name: currentManifest.kind, version: currentManifest.version),
                                             dataset: built.window, split: "validation")
             currentNDCG = report.historyExcluded.cutoff(10)?.ndcg ?? 0
-            try? report.json().write(to: runDirectory.appendingPathComponent("current.eval.json"))
+            let currentPath = runDirectory.appendingPathComponent("current.eval.json")
+            writeReport({ try report.json().write(to: currentPath) }, currentPath.path)
         }
-        try? candidateReport.json().write(to: runDirectory.appendingPathComponent("candidate.eval.json"))
+        let candidateEvalPath = runDirectory.appendingPathComponent("candidate.eval.json")
+        writeReport({ try candidateReport.json().write(to: candidateEvalPath) }, candidateEvalPath.path)
         let gate = RetrainGate(maxRegression: settings.maxRegression)
         let floor = gate.floor(current: currentNDCG)
         let passes = gate.passes(candidate: candidateNDCG, current: currentNDCG)
@@ -188,11 +196,11 @@ public final class RetrainJob: @unchecked Sendable {
         reportSettings["gate"] = String(format: "validation_ndcg@10 >= current x (1 - %.4f)", settings.maxRegression)
         reportSettings["gate_result"] = passes ? "pass" : "fail"
         reportSettings["current_version"] = currentManifest?.version ?? "none"
-        let markdown = TrainingReport.markdown(model: settings.model.rawValue, snapshot: candidatePath, settings: reportSettings,
+        let markdown = TrainingReport.markdown(model: settings.model, snapshot: candidatePath, settings: reportSettings,
                                                history: history, metrics: metrics, wallSeconds: trainSeconds)
-        let svg = TrainingReport.svg(title: "retrain \(settings.model.rawValue)", history: history)
-        try? markdown.write(toFile: candidatePath + ".report.md", atomically: true, encoding: .utf8)
-        try? svg.write(toFile: candidatePath + ".report.svg", atomically: true, encoding: .utf8)
+        let svg = TrainingReport.svg(title: "retrain \(settings.model)", history: history)
+        writeReport({ try markdown.write(toFile: candidatePath + ".report.md", atomically: true, encoding: .utf8) }, candidatePath + ".report.md")
+        writeReport({ try svg.write(toFile: candidatePath + ".report.svg", atomically: true, encoding: .utf8) }, candidatePath + ".report.svg")
 
         // 6. Publish (a refused candidate too, so it can be inspected), then gate.
         let entry = try registry.publish(snapshotPath: candidatePath, parent: currentManifest?.version, dataWindow: built.window, metrics: metrics,
@@ -225,51 +233,28 @@ public final class RetrainJob: @unchecked Sendable {
             }
         }
         if settings.keep > 0 {
-            outcome.pruned = (try? registry.prune(keep: settings.keep)) ?? []
+            do { outcome.pruned = try registry.prune(keep: settings.keep) } catch {
+                // The promotion stands; old versions stay until the next prune.
+                logger.warning("pruning the registry failed (\(error)); old versions are kept until the next successful prune")
+            }
             if !outcome.pruned.isEmpty { say("pruned \(outcome.pruned.joined(separator: " "))") }
         }
         return outcome
     }
 
-    /// SASRec on the leave-one-out split; the current model's items keep their rows first so a
-    /// warm start copies them in place.
-    func trainSASRec(dataset: SequenceDataset, current: Snapshot?, source: String, checkpoint: String) throws -> (SASRec, SASRecTrainer, String) {
-        let r = config.retrain.sasrec
-        guard let loss = SASRecConfig.Loss(rawValue: r.loss) else {
-            throw RetrainError(.config, "retrain.sasrec.loss '\(r.loss)' is not ce, bce or sampled; fix the key")
+    /// Removes a file that may not exist; a failure to remove one that does is logged, not swallowed.
+    func removeIfPresent(_ path: String) {
+        guard FileManager.default.fileExists(atPath: path) else { return }
+        do { try FileManager.default.removeItem(atPath: path) } catch {
+            logger.warning("cannot remove \(path): \(error)")
         }
-        guard r.width % r.heads == 0 else {
-            throw RetrainError(.config, "retrain.sasrec.width \(r.width) is not a multiple of retrain.sasrec.heads \(r.heads); fix one of the keys")
+    }
+
+    /// Writes one of the run's reports; a failure is logged (the run itself still counts).
+    func writeReport(_ write: () throws -> Void, _ path: String) {
+        do { try write() } catch {
+            logger.warning("cannot write the report \(path): \(error)")
         }
-        var base: SASRec? = nil
-        var how = "trained from scratch: the current version is not a SASRec model"
-        if let current {
-            if current.manifest.kind == SASRec.kind {
-                base = try? SASRec.load(current)
-                if base == nil { how = "trained from scratch: the current SASRec snapshot could not be decoded" }
-            } else {
-                how = "trained from scratch: the current version is a \(current.manifest.kind) model"
-            }
-        } else {
-            how = "trained from scratch: no current version"
-        }
-        var c = SASRecConfig()
-        c.epochs = r.epochs; c.maxLength = r.maxLength; c.dropout = r.dropout; c.learningRate = r.learningRate
-        c.batchSize = r.batchSize; c.width = r.width; c.blocks = r.blocks; c.heads = r.heads; c.loss = loss
-        c.evalEvery = r.evalEvery; c.patience = r.patience; c.seed = r.seed
-        let split = EncodedSplit(dataset, leadingItems: base?.items ?? [])
-        let model = SASRec(config: c, items: split.items)
-        if let base { how = model.warmStart(from: base).description }
-        say("sasrec: \(how)")
-        model.training = .init(users: dataset.sequences.count, items: split.items.count,
-                               interactions: split.train.reduce(0) { $0 + $1.count }, source: source)
-        let trainer = SASRecTrainer(model: model)
-        do {
-            try trainer.fit(split, checkpoint: checkpoint, progressInterval: 0.5, progress: onTrainingProgress, log: onLog)
-        } catch {
-            throw RetrainError(.training, "SASRec training failed: \(error)")
-        }
-        return (model, trainer, how)
     }
 
     static func stamp(_ date: Date) -> String {

@@ -186,21 +186,10 @@ public enum RetrainDatasetBuilder {
             throw RetrainError(.config, "kafka.brokers is not set: retrain reads the input topic; set it in the config file, as STREAMREC_KAFKA_BROKERS, or with --brokers")
         }
         let topic = config.kafka.inputTopic
-        var p: [String: String] = [
-            "bootstrap.servers": brokers,
-            "client.id": "\(config.kafka.clientID)-retrain",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": "false",
-            "fetch.wait.max.ms": "100",
-            "log_level": "3",
-        ]
-        p.merge(config.kafka.consumerProperties) { _, new in new }
-        // assign() only: never joins, never commits. librdkafka still wants a group id; a private
-        // one keeps the serving group (kafka.group_id) untouched even if a setting said otherwise.
-        p["group.id"] = "\(config.kafka.groupID)-retrain-\(UUID().uuidString.prefix(8))"
-        p["enable.auto.commit"] = "false"
+        // assign() only: never joins, never commits; a private group id keeps the serving group
+        // (kafka.group_id) untouched even if a setting said otherwise.
         let consumer: KafkaConsumer
-        do { consumer = try KafkaConsumer(properties: p) } catch {
+        do { consumer = try KafkaConsumer(KafkaClients.retrainReader(config, brokers: brokers)) } catch {
             throw RetrainError(.kafka, "cannot create the retrain consumer: \(error); check kafka.brokers and kafka.consumer")
         }
         defer { consumer.close() }

@@ -13,57 +13,32 @@ public enum ModelLoader {
     /// A verified, decoded model not yet bound to a vocabulary: the expensive part of a load,
     /// which a hot reload does off the event path.
     public struct Decoded {
-        enum Model {
-            case transition(TransitionModel)
-            case sasrec(SASRec)
-            case diffurec(DiffuRec)
-            case llmseqsim(LLMSeqSim)
-        }
-        let model: Model
+        let loaded: LoadedModel
         public let kind: String
         public let version: String
         public let items: [String]
     }
 
-    /// Reads a snapshot, verifies it and builds the model its manifest names.
-    public static func decode(path: String) throws -> Decoded {
+    /// Reads a snapshot, verifies it and builds the model its manifest names (through the
+    /// catalogue, which refuses an unknown kind with the list of known ones).
+    public static func decode(path: String, catalogue: ModelCatalogue = .standard) throws -> Decoded {
         let snapshot = try Snapshot.read(path: path)
-        let model: Decoded.Model
-        switch snapshot.manifest.kind {
-        case TransitionModel.kind:
-            model = .transition(try TransitionModel.load(snapshot))
-        case SASRec.kind:
-            model = .sasrec(try SASRec.load(snapshot))
-        case let kind where DiffuRec.kinds.contains(kind):
-            model = .diffurec(try DiffuRec.load(snapshot))
-        case LLMSeqSim.kind:
-            model = .llmseqsim(try LLMSeqSim.load(snapshot))
-        default:
-            throw ModelError(.unsupported, "snapshot \(path): model kind '\(snapshot.manifest.kind)' cannot be served by this build (known: \(([TransitionModel.kind, SASRec.kind, LLMSeqSim.kind] + DiffuRec.kinds).joined(separator: ", "))); upgrade streamrec or pass another snapshot")
-        }
-        return Decoded(model: model, kind: snapshot.manifest.kind, version: snapshot.manifest.modelVersion, items: snapshot.manifest.items)
+        let loaded = try catalogue.load(snapshot)
+        return Decoded(loaded: loaded, kind: snapshot.manifest.kind, version: snapshot.manifest.modelVersion, items: snapshot.manifest.items)
     }
 
     /// Reads a snapshot, verifies it, builds the model its manifest names, and binds it to this
     /// instance's item vocabulary (new items are added and persisted before the model serves).
-    public static func load(path: String, vocabulary: Vocabulary, store: KeyValueStore, config: StreamRecConfig.Model = .init()) throws -> any Recommender {
-        try bind(try decode(path: path), vocabulary: vocabulary, store: store, config: config)
+    public static func load(path: String, vocabulary: Vocabulary, store: KeyValueStore, options: ServingOptions = .init(),
+                            catalogue: ModelCatalogue = .standard) throws -> CatalogueRecommender {
+        try bind(try decode(path: path, catalogue: catalogue), vocabulary: vocabulary, store: store, options: options)
     }
 
-    /// Binds a decoded model to the vocabulary and persists the ids it added. The vocabulary is
-    /// single-threaded: callers hold the pipeline's vocabulary lock once the pipeline runs.
-    public static func bind(_ decoded: Decoded, vocabulary: Vocabulary, store: KeyValueStore, config: StreamRecConfig.Model = .init()) throws -> any Recommender {
-        let recommender: any Recommender
-        switch decoded.model {
-        case .transition(let model):
-            recommender = model.bind { vocabulary.idOrAssign($0) }
-        case .sasrec(let model):
-            recommender = model.bind(cacheUsers: config.cacheUsers) { vocabulary.idOrAssign($0) }
-        case .diffurec(let model):
-            recommender = model.bind { vocabulary.idOrAssign($0) }
-        case .llmseqsim(let model):
-            recommender = model.bind { vocabulary.idOrAssign($0) }
-        }
+    /// Binds a decoded model to the vocabulary (through the one serving adapter) and persists the
+    /// ids it added. The vocabulary is single-threaded: callers hold the pipeline's vocabulary
+    /// lock once the pipeline runs.
+    public static func bind(_ decoded: Decoded, vocabulary: Vocabulary, store: KeyValueStore, options: ServingOptions = .init()) throws -> CatalogueRecommender {
+        let recommender = CatalogueRecommender(decoded.loaded, options: options) { vocabulary.idOrAssign($0) }
         if vocabulary.hasPending {
             var writes = WriteBatch()
             vocabulary.stagePending(into: &writes)
@@ -72,6 +47,11 @@ public enum ModelLoader {
         }
         return recommender
     }
+}
+
+extension StreamRecConfig {
+    /// What the serving adapter needs from the config.
+    var servingOptions: ServingOptions { ServingOptions(cacheUsers: model.cacheUsers, coldUsers: recommend.coldUsers) }
 }
 
 public final class ServingStack: @unchecked Sendable {
@@ -95,7 +75,11 @@ public final class ServingStack: @unchecked Sendable {
         store = try KeyValueStore(path: config.state.directory)
         sessions = SessionStore(store: store, policy: config.session)
         vocabulary = try Vocabulary(store: store)
-        let recommender = try ModelLoader.load(path: snapshot, vocabulary: vocabulary, store: store, config: config.model)
+        let recommender = try ModelLoader.load(path: snapshot, vocabulary: vocabulary, store: store, options: config.servingOptions)
+        if config.recommend.coldUsers == .popularity && !recommender.hasPopularity {
+            logger.warning("the snapshot has no item popularity (written before item_popularity); users with no known item get no answer until it is retrained",
+                           metadata: ["snapshot": "\(snapshot)"])
+        }
         model = RecommenderSlot(recommender)
         logger.info("serving model", metadata: ["name": "\(recommender.descriptor.name)", "version": "\(recommender.descriptor.version)",
                                                 "vocabulary": "\(vocabulary.count)", "openblas_kernels": "\(BLAS.kernelCore)",
@@ -103,8 +87,8 @@ public final class ServingStack: @unchecked Sendable {
         if config.delivery == .exactlyOnce && config.kafka.instanceID == nil {
             throw ConfigError(key: "kafka.instance_id", source: "serve", message: "delivery: exactly_once needs a stable instance name (its transactional.id, which fences a zombie of the same instance); set kafka.instance_id (--instance-id, STREAMREC_KAFKA_INSTANCE_ID), unique within the group")
         }
-        let consumer = try KafkaConsumer(properties: KafkaClients.consumer(config, brokers: brokers))
-        let producer = try KafkaProducer(properties: KafkaClients.producer(config, brokers: brokers))
+        let consumer = try KafkaConsumer(KafkaClients.consumer(config, brokers: brokers))
+        let producer = try KafkaProducer(KafkaClients.producer(config, brokers: brokers))
         let restorer = try ChangelogRestorer(config: config, brokers: brokers, sessions: sessions, vocabulary: vocabulary, metrics: metrics, logger: logger)
         pipeline = Pipeline(config: config, consumer: consumer, producer: producer, sessions: sessions, vocabulary: vocabulary,
                             model: model, restorer: restorer, metrics: metrics, logger: logger, stop: stop)
@@ -146,7 +130,7 @@ public final class ServingStack: @unchecked Sendable {
             let (next, warmUpItems) = try reloadLock.withLock { () throws -> (any Recommender, [ItemID]) in
                 guard !closed else { throw PipelineError(code: .storage, message: "the service is shutting down; reload not done") }
                 return try pipeline.withVocabulary {
-                    let next = try ModelLoader.bind(decoded, vocabulary: vocabulary, store: store, config: config.model)
+                    let next = try ModelLoader.bind(decoded, vocabulary: vocabulary, store: store, options: config.servingOptions)
                     return (next, decoded.items.prefix(max(0, warmUpRequests) + 1).compactMap { vocabulary.id(for: $0) })
                 }
             }

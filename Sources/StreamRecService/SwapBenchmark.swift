@@ -84,24 +84,17 @@ public enum SwapBenchmark {
         let dataset = SequenceDataset(sequences: train.keys.sorted().map { ($0, train[$0]!) }, source: "swap-bench")
         let paths = [work.appendingPathComponent("v1.snap").path, work.appendingPathComponent("v2.snap").path]
         let trainStart = Date()
+        let family: CatalogueEntry
+        do { family = try ModelCatalogue.standard.trainer(for: o.model) } catch {
+            throw ConfigError(key: "model", source: "bench", message: "\(error)")
+        }
         for (index, path) in paths.enumerated() {
-            switch o.model {
-            case "transition":
-                var c = TransitionConfig()
-                c.successorsPerItem = index == 0 ? 50 : 40
-                try TransitionModel.train(sequences: dataset.sequences.map(\.items), config: c, source: "swap-bench v\(index + 1)").save(to: path)
-            case "sasrec":
-                var split = EncodedSplit(dataset)
-                split.train = dataset.sequences.map { $0.items.map { split.rowOf[$0]! } }
-                var c = SASRecConfig()
-                c.width = 32; c.maxLength = 50; c.epochs = 2; c.evalEvery = 2; c.learningRate = 2e-3; c.seed = 42 + UInt64(index)
-                let model = SASRec(config: c, items: split.items)
-                model.training = .init(users: dataset.sequences.count, items: split.items.count, interactions: dataset.interactionCount, source: "swap-bench v\(index + 1)")
-                try SASRecTrainer(model: model).fit(split)
-                try model.save(to: path)
-            default:
-                throw ConfigError(key: "model", source: "bench", message: "unknown swap benchmark model '\(o.model)'; use sasrec or transition")
-            }
+            // Two tiny versions that differ (seed; successors for the transition model).
+            let preset = ["width": "32", "max_length": "50", "epochs": "2", "eval_every": "2", "learning_rate": "0.002",
+                          "seed": "\(42 + index)", "successors_per_item": index == 0 ? "50" : "40"]
+            let job = TrainingJob(kind: o.model, dataset: dataset, holdout: .none, source: "swap-bench v\(index + 1)")
+            let trained = try family.train(job, settings: family.applicable(preset))
+            try ModelCatalogue.save(trained.model, trainingSequences: job.trainingSequences, to: path)
         }
         say(String(format: "trained two %@ versions in %.1f s", o.model, Date().timeIntervalSince(trainStart)))
         let registry = try ModelRegistry(root: work.appendingPathComponent("registry").path, create: true)
@@ -137,7 +130,7 @@ public enum SwapBenchmark {
         let readerDone = DispatchSemaphore(value: 0)
         startThread("swapbench-reader") { reader.run(); readerDone.signal() }
 
-        let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "linger.ms": "1", "log_level": "3"])
+        let producer = try KafkaProducer(KafkaClients.bulkProducer(brokers: cluster.bootstrapServers, lingerMs: 1))
         // Warm up: the group join and first answers, outside every window.
         let warmUp = 200
         for e in live.prefix(warmUp) { try producer.send(DemoDefaults.record(e, topic: input, ts: Pipeline.nowMs())) }
@@ -222,8 +215,7 @@ private final class SwapReader: @unchecked Sendable {
     private var received: [Answer] = []
 
     init(brokers: String, topic: String) throws {
-        consumer = try KafkaConsumer(properties: ["bootstrap.servers": brokers, "group.id": "swapbench-reader-\(UUID().uuidString.prefix(8))",
-                                                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": "5", "log_level": "3"])
+        consumer = try KafkaConsumer(KafkaClients.outputReader(brokers: brokers, group: "swapbench-reader-\(UUID().uuidString.prefix(8))"))
         try consumer.subscribe([topic])
     }
 

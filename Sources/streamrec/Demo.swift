@@ -8,7 +8,7 @@ struct Demo: AsyncParsableCommand {
     )
 
     @OptionGroup var common: CommonOptions
-    @Option(help: "Model served: sasrec or transition.") var model: String = "sasrec"
+    @Option(help: "Model served: any kind `streamrec train` knows that needs no text embeddings (sasrec, transition, diffurec, ...).") var model: String = "sasrec"
     @Option(help: "SASRec training epochs.") var epochs: Int = 25
     @Option(help: "Synthetic users.") var users: Int = 2000
     @Option(help: "Events per user.") var eventsPerUser: Int = 30
@@ -23,6 +23,7 @@ struct Demo: AsyncParsableCommand {
             var logger = common.makeLogger("streamrec.demo")
             if common.logLevel == "info" { logger.logLevel = .warning }   // the demo's own lines tell the story
             print(KernelStartup.establish(logger: logger).startLine)
+            routeKafkaLogs(to: logger)
             var options = DemoOptions()
             options.model = model
             options.epochs = epochs

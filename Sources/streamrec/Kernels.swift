@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import StreamRecService
 import Logging
 import StreamRecKafka
 import StreamRecNumerics
@@ -85,6 +86,9 @@ extension CommonOptions {
     @discardableResult
     func startKernels(_ logger: Logger) -> KernelDecision {
         let decision = KernelStartup.establish(logger: logger)
+        var kafkaLogger = logger
+        kafkaLogger[metadataKey: "source"] = "librdkafka"
+        routeKafkaLogs(to: kafkaLogger)
         logger.info("\(decision.startLine); our kernels: \(KernelSet.best.name); workers: \(Parallel.workers)")
         return decision
     }

@@ -22,7 +22,7 @@ struct Replay: AsyncParsableCommand {
         try await userFacing {
             let dataset = try SequenceDataset.load(path: data)
             let (count, seconds) = try await onDedicatedThread(name: "replay") { () throws -> (Int, Double) in
-                let producer = try KafkaProducer(properties: ["bootstrap.servers": brokers, "linger.ms": "20", "log_level": "3"])
+                let producer = try KafkaProducer(bulkProducerConfig(brokers: brokers, lingerMs: 20))
                 let start = Date()
                 var sent = 0
                 var cursors = [Int](repeating: 0, count: dataset.sequences.count)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import StreamRecModels
 import StreamRecService
 
 /// `streamrec retrain --config FILE`: the nightly job (docs/operations.md, "Retrain runbook").
@@ -21,10 +22,11 @@ struct Retrain: AsyncParsableCommand {
     @Option(help: "Input topic (kafka.input_topic).") var inputTopic: String?
     @Option(help: "Hours of the topic to read, 0 = all retained (retrain.window_hours).") var windowHours: Double?
     @Option(help: "Base dataset merged in (retrain.base_data).") var baseData: String?
-    @Option(help: "transition or sasrec (retrain.model).") var model: String?
+    @Option(help: "Model kind to train (retrain.model); its settings are the train.<family>.* keys.") var model: String?
     @Option(help: "Largest allowed relative NDCG@10 drop, 0.02 = 2% (retrain.max_regression).") var maxRegression: Double?
     @Option(help: "Work directory (retrain.work_dir).") var workDir: String?
-    @Option(help: "SASRec epochs (retrain.sasrec.epochs).") var epochs: Int?
+    @Option(help: "Training epochs of the model's family (train.<family>.epochs).") var epochs: Int?
+    @Option(help: "A config key, KEY=VALUE (repeatable), e.g. train.sasrec.max_length=50.") var set: [String] = []
 
     func run() async throws {
         common.startKernels(common.makeLogger("streamrec.retrain"))
@@ -38,8 +40,16 @@ struct Retrain: AsyncParsableCommand {
             overrides["retrain.model"] = model
             overrides["retrain.max_regression"] = maxRegression.map { String($0) }
             overrides["retrain.work_dir"] = workDir
-            overrides["retrain.sasrec.epochs"] = epochs.map(String.init)
-            let settings = try ConfigLoader.load(file: config, overrides: overrides)
+            for pair in set {
+                guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else { throw ValidationError("--set needs KEY=VALUE, got '\(pair)'") }
+                overrides[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
+            }
+            var settings = try ConfigLoader.load(file: config, overrides: overrides)
+            if let epochs {
+                let family = try ModelCatalogue.standard.trainer(for: settings.retrain.model)
+                overrides["train.\(family.name).epochs"] = String(epochs)
+                settings = try ConfigLoader.load(file: config, overrides: overrides)
+            }
             let job = RetrainJob(config: settings, logger: common.makeLogger("streamrec.retrain"))
             let printer = ProgressPrinter()
             job.onReadProgress = { done, total in printer.bar("reading \(settings.kafka.inputTopic)", done: done, total: total) }

@@ -242,7 +242,7 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
         try trainer.fit(split, checkpoint: dir.path("f.ckpt"))
         #expect(trainer.optimizer.step == 2 * ((perEpoch + 15) / 16))
         #expect(config.hyperParameters["prefix_fraction"] == "0.25")
-        #expect(diffuConfig(.offsetNoise).hyperParameters["prefix_fraction"] == nil)
+        #expect(diffuConfig(.offsetNoise).hyperParameters["prefix_fraction"] == "1.0")
         var all = config
         all.prefixFraction = 1
         let refused = modelError { try DiffuRecTrainer(model: DiffuRec(config: all, items: split.items)).resume(from: dir.path("f.ckpt")) }
@@ -284,8 +284,8 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
         }
         #expect(trainingForward(a) != trainingForward(c))
 
-        // Both are part of a checkpoint's identity, and absent from it at their defaults.
-        #expect(xavier.hyperParameters["item_init_std"] == nil && xavier.hyperParameters["block_output_dropout"] == nil)
+        // Both are part of a checkpoint's identity (a snapshot without them decodes to the defaults).
+        #expect(xavier.hyperParameters["item_init_std"] == "0.0" && xavier.hyperParameters["block_output_dropout"] == "0.0")
         #expect(normal.hyperParameters["item_init_std"] == "1.0" && dropped.hyperParameters["block_output_dropout"] == "0.5")
         let dir = try TemporaryDirectory()
         let split = EncodedSplit(cyclicSessions(users: 30, items: 20, length: 6, seed: 4))
@@ -312,7 +312,7 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
         let loaded = try DiffuRec.load(path: dir.path("n.snap"))
         #expect(loaded.config.crossQuery == .noise)
         #expect(scores(loaded, histories, seeds: [1], steps: 2) == b)
-        #expect(session.config.hyperParameters["cross_query"] == nil && c.hyperParameters["cross_query"] == "noise")
+        #expect(session.config.hyperParameters["cross_query"] == "session" && c.hyperParameters["cross_query"] == "noise")
     }
 
     @Test func snapshotRoundTripGivesTheSameScoresAndRefusesCorruption() throws {
@@ -422,7 +422,8 @@ func scores(_ model: DiffuRec, _ histories: [[Int32]], seeds: [UInt64], steps: I
         for (i, request) in requests.enumerated() {
             let alone = recommender.recommend([request])[0]
             #expect(together[i].map(\.item) == alone.map(\.item))
-            #expect(together[i].count == request.k && together[i].allSatisfy { !request.exclude.contains($0.item) })
+            // "c" knows no item of the model: a cold user, and this bind has no popularity to give.
+            #expect(together[i].count == (request.user == "c" ? 0 : request.k) && together[i].allSatisfy { !request.exclude.contains($0.item) })
         }
         #expect(recommender.descriptor.name == "diffurecsys-v1")
     }

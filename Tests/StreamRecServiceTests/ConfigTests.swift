@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import StreamRecService
+import StreamRecModels
 
 @Suite struct ConfigTests {
     func write(_ text: String) throws -> String {
@@ -101,15 +102,32 @@ import Testing
           model: sasrec
           max_regression: 0.05
           base_data: /data/base.csv
+        train:
           sasrec:
             epochs: 3
-            lr: 0.002
+            learning_rate: 0.002
             loss: bce
         """)
-        let c = try ConfigLoader.load(file: path, environment: ["STREAMREC_RETRAIN_KEEP": "4"], overrides: ["retrain.sasrec.width": "32"])
-        #expect(c.retrain.windowHours == 24 && c.retrain.model == .sasrec && c.retrain.maxRegression == 0.05)
+        let c = try ConfigLoader.load(file: path, environment: ["STREAMREC_RETRAIN_KEEP": "4", "STREAMREC_TRAIN_SASREC_HEADS": "2"],
+                                      overrides: ["train.sasrec.width": "32"])
+        #expect(c.retrain.windowHours == 24 && c.retrain.model == "sasrec" && c.retrain.maxRegression == 0.05)
         #expect(c.retrain.baseData == "/data/base.csv" && c.retrain.keep == 4)
-        #expect(c.retrain.sasrec.epochs == 3 && c.retrain.sasrec.learningRate == 0.002 && c.retrain.sasrec.loss == "bce" && c.retrain.sasrec.width == 32)
+        // The training keys fill the model's own settings struct: one set of defaults, one meaning.
+        let settings = try SASRecConfig(values: c.training["sasrec"] ?? [:])
+        #expect(settings.epochs == 3 && settings.learningRate == 0.002 && settings.loss == .binary && settings.width == 32 && settings.heads == 2)
+        #expect(settings.maxLength == SASRecConfig().maxLength, "a key not set keeps the struct's default")
+        do {
+            _ = try ConfigLoader.load(file: nil, environment: [:], overrides: ["train.sasrec.loss": "hinge"])
+            Issue.record("an unknown loss was accepted")
+        } catch {
+            #expect(error.key == "train.sasrec.loss" && error.message.contains("ce, bce, sampled") && error.message.contains("STREAMREC_TRAIN_SASREC_LOSS"))
+        }
+        do {
+            _ = try ConfigLoader.load(file: nil, environment: [:], overrides: ["retrain.sasrec.epochs": "3"])
+            Issue.record("the retired retrain.sasrec.* key was accepted")
+        } catch {
+            #expect(error.message.contains("train.sasrec.epochs"), "the error points to the key that replaced it: \(error)")
+        }
         let bad = try write("retrain:\n  model: gpt\n")
         do {
             _ = try ConfigLoader.load(file: bad, environment: [:])

@@ -128,9 +128,8 @@ import StreamRecModels
         try produceWalks(0..<30, items: 30, prefix: "i", offset: 0)
         let registry = try ModelRegistry(root: h.work.appendingPathComponent("registry").path, create: true)
         var config = Self.retrainConfig(h, registry: registry.root.path)
-        config.retrain.model = .sasrec
-        config.retrain.sasrec.width = 16; config.retrain.sasrec.blocks = 1; config.retrain.sasrec.maxLength = 12
-        config.retrain.sasrec.epochs = 2; config.retrain.sasrec.evalEvery = 1; config.retrain.sasrec.batchSize = 16
+        config.retrain.model = "sasrec"
+        config.training["sasrec"] = ["width": "16", "blocks": "1", "max_length": "12", "epochs": "2", "eval_every": "1", "batch_size": "16"]
         let first = try RetrainJob(config: config, logger: MockClusterHarness.logger).run()
         #expect(first.decision == .promoted && first.previous == nil)
         #expect(first.warmStart.contains("no current version"))
@@ -144,7 +143,7 @@ import StreamRecModels
         #expect(second.warmStart.contains("5 new items"))
         #expect(second.decision == .promoted)
 
-        config.retrain.sasrec.width = 32
+        config.training["sasrec"]?["width"] = "32"
         let third = try RetrainJob(config: config, logger: MockClusterHarness.logger).run()
         #expect(third.warmStart == "trained from scratch: width was 16, is now 32")
     }

@@ -37,6 +37,12 @@ final class RDKafkaClient: @unchecked Sendable {
         // The opaque must point at self, which does not exist yet: use a box filled in below.
         let box = OpaqueBox()
         rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(box).toOpaque())
+        // librdkafka's log lines go where the program routes them (swift-log in the service).
+        rd_kafka_conf_set_log_cb(conf) { rk, level, facility, message in
+            KafkaLogs.emit(.init(severity: Int(level), facility: facility.map { String(cString: $0) } ?? "",
+                                 client: rk.map { String(cString: rd_kafka_name($0)) } ?? "",
+                                 message: message.map { String(cString: $0) } ?? ""))
+        }
         switch kind {
         case .consumer:
             // Client-level errors (all brokers down, transport failures) reach the consumer's
