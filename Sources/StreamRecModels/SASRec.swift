@@ -151,26 +151,57 @@ public final class SASRec: @unchecked Sendable {
         for s in 0..<layout.count {
             for i in 0..<layout.lengths[s] { positions[layout.offsets[s] + i] = Int32(i) }
         }
-        let embedded = tape.scale(tape.gather(p("item_embedding"), ids), Float(c.width).squareRoot())
-        var x = tape.dropout(tape.add(embedded, tape.gather(p("position_embedding"), positions)), c.dropout)
+        var x = embed(tape, ids: ids, positions: positions)
         for b in 0..<c.blocks {
-            let qkv = tape.linear(tape.layerNorm(x, p("block\(b).ln1.gamma"), p("block\(b).ln1.beta")),
-                                  p("block\(b).qkv.weight"), p("block\(b).qkv.bias"))
-            keysAndValues?(b, qkv)
-            if lastOnly && b == c.blocks - 1 {
-                let lastRows = layout.lastRows
-                let attended = tape.singleQueryAttention(tape.gather(qkv, lastRows), qkv, layout: layout, heads: c.heads)
-                x = tape.gather(x, lastRows)
-                x = tape.add(x, tape.dropout(tape.linear(attended, p("block\(b).out.weight"), p("block\(b).out.bias")), c.dropout))
-            } else {
-                let attended = tape.selfAttention(qkv, layout: layout, heads: c.heads, causal: true)
-                x = tape.add(x, tape.dropout(tape.linear(attended, p("block\(b).out.weight"), p("block\(b).out.bias")), c.dropout))
-            }
-            let inner = tape.relu(tape.linear(tape.layerNorm(x, p("block\(b).ln2.gamma"), p("block\(b).ln2.beta")),
-                                              p("block\(b).ffn1.weight"), p("block\(b).ffn1.bias")))
-            x = tape.add(x, tape.dropout(tape.linear(tape.dropout(inner, c.dropout), p("block\(b).ffn2.weight"), p("block\(b).ffn2.bias")), c.dropout))
+            x = block(tape, b, x, attention: lastOnly && b == c.blocks - 1 ? .lastOnly(layout) : .causal(layout), keysAndValues: keysAndValues)
         }
-        return tape.layerNorm(x, p("final_ln.gamma"), p("final_ln.beta"))
+        return finalNorm(tape, x)
+    }
+
+    /// x [n, d] = E[ids] * sqrt(d) + P[positions], then dropout.
+    func embed(_ tape: Tape, ids: [Int32], positions: [Int32]) -> Tensor {
+        let embedded = tape.scale(tape.gather(p("item_embedding"), ids), Float(config.width).squareRoot())
+        return tape.dropout(tape.add(embedded, tape.gather(p("position_embedding"), positions)), config.dropout)
+    }
+
+    func finalNorm(_ tape: Tape, _ x: Tensor) -> Tensor { tape.layerNorm(x, p("final_ln.gamma"), p("final_ln.beta")) }
+
+    /// Which positions a block's attention reads, and which go on.
+    enum BlockAttention {
+        /// Training and full passes: every position attends causally within its window.
+        case causal(SequenceLayout)
+        /// A serving pass's final block: keys and values of every position, the rest of the block
+        /// for each window's last position only (output [B, d]).
+        case lastOnly(SequenceLayout)
+        /// Incremental serving: x holds one new position per session, which attends over that
+        /// session's cached keys and values (`keysAndValues` has appended the new ones first):
+        /// `cache(block, session, body)` hands them to body.
+        case cached((Int, Int, (UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void) -> Void)
+    }
+
+    /// Block b, pre-LN, the one block code of training, full passes and incremental steps:
+    ///   x += dropout(Attn(LN1(x) Wqkv + bqkv) Wo + bo)
+    ///   x += dropout(relu(LN2(x) W1 + b1) -> dropout -> W2 + b2)
+    /// `keysAndValues(b, qkv)` sees the block's QKV projection [n, 3d] before attention.
+    func block(_ tape: Tape, _ b: Int, _ x: Tensor, attention: BlockAttention, keysAndValues: ((Int, Tensor) -> Void)?) -> Tensor {
+        let c = config, w = { (name: String) in self.p("block\(b).\(name)") }
+        let qkv = tape.linear(tape.layerNorm(x, w("ln1.gamma"), w("ln1.beta")), w("qkv.weight"), w("qkv.bias"))
+        keysAndValues?(b, qkv)
+        var residual = x
+        let attended: Tensor
+        switch attention {
+        case .causal(let layout):
+            attended = tape.selfAttention(qkv, layout: layout, heads: c.heads, causal: true)
+        case .lastOnly(let layout):
+            let lastRows = layout.lastRows
+            attended = tape.singleQueryAttention(tape.gather(qkv, lastRows), qkv, layout: layout, heads: c.heads)
+            residual = tape.gather(x, lastRows)
+        case .cached(let cache):
+            attended = tape.cachedAttention(qkv, heads: c.heads) { session, body in cache(b, session, body) }
+        }
+        let y = tape.add(residual, tape.dropout(tape.linear(attended, w("out.weight"), w("out.bias")), c.dropout))
+        let inner = tape.relu(tape.linear(tape.layerNorm(y, w("ln2.gamma"), w("ln2.beta")), w("ffn1.weight"), w("ffn1.bias")))
+        return tape.add(y, tape.dropout(tape.linear(tape.dropout(inner, c.dropout), w("ffn2.weight"), w("ffn2.bias")), c.dropout))
     }
 
     /// The window the model reads for a history: its last L items (rows), positions from 0.

@@ -155,82 +155,35 @@ public final class SASRecIncremental: @unchecked Sendable {
         return states
     }
 
-    /// Appends one item to each state: x [B, d] through every block, attending over the cache.
+    /// Appends one item to each state: the model's own block code (SASRec.block) applied to one
+    /// new position per user, attending over that user's cached keys and values.
     func step(_ states: [SASRecSessionState], items: [Int32]) {
-        let c = model.config, d = c.width, f = c.ffn, b = states.count, heads = c.heads, dh = d / heads
-        incrementalSteps += b
-        let store = model.store
-        func w(_ name: String) -> UnsafeMutablePointer<Float> { store[name].data }
-        var x = [Float](repeating: 0, count: b * d)
-        let scale = Float(d).squareRoot()
-        let items0 = w("item_embedding"), positions = w("position_embedding")
-        for (i, state) in states.enumerated() {
-            let item = Int(items[i]), position = state.window.count
-            precondition(position < c.maxLength, "SASRec step past the window (\(position) >= \(c.maxLength))")
-            for j in 0..<d { x[i * d + j] = items0[item * d + j] * scale + positions[position * d + j] }
-            state.window.append(items[i])
+        let c = model.config, d = c.width
+        incrementalSteps += states.count
+        let positions = states.map { state -> Int32 in
+            precondition(state.window.count < c.maxLength, "SASRec step past the window (\(state.window.count) >= \(c.maxLength))")
+            return Int32(state.window.count)
         }
-        var normed = [Float](repeating: 0, count: b * d)
-        var qkv = [Float](repeating: 0, count: b * 3 * d)
-        var attended = [Float](repeating: 0, count: b * d)
-        var inner = [Float](repeating: 0, count: b * f)
-        var probs = [Float](repeating: 0, count: c.maxLength)
+        for (state, item) in zip(states, items) { state.window.append(item) }
+        let tape = Tape(recording: false, training: false)
+        var x = model.embed(tape, ids: items, positions: positions)
         for block in 0..<c.blocks {
-            let p = "block\(block)."
-            Kernels.layerNormForward(x, gamma: w(p + "ln1.gamma"), beta: w(p + "ln1.beta"), out: &normed, mean: nil, rstd: nil,
-                                     rows: b, dim: d, eps: 1e-5)
-            Self.linear(normed, w(p + "qkv.weight"), w(p + "qkv.bias"), into: &qkv, rows: b, inDim: d, outDim: 3 * d)
-            for (i, state) in states.enumerated() {
-                state.keys[block].append(contentsOf: qkv[(i * 3 * d + d)..<(i * 3 * d + 2 * d)])
-                state.values[block].append(contentsOf: qkv[(i * 3 * d + 2 * d)..<(i * 3 * d + 3 * d)])
-                let n = state.window.count
-                state.keys[block].withUnsafeBufferPointer { keys in
-                    state.values[block].withUnsafeBufferPointer { values in
-                        qkv.withUnsafeBufferPointer { q in
-                            attended.withUnsafeMutableBufferPointer { out in
-                                probs.withUnsafeMutableBufferPointer { pr in
-                                    for h in 0..<heads {
-                                        // scores over every cached position (all are earlier or this one)
-                                        BLAS.gemv(m: n, n: dh, alpha: 1 / Float(dh).squareRoot(), a: keys.baseAddress! + h * dh, lda: d,
-                                                  x: q.baseAddress! + i * 3 * d + h * dh, y: pr.baseAddress!)
-                                        Kernels.softmaxRow(pr.baseAddress!, n)
-                                        BLAS.gemv(trans: true, m: n, n: dh, a: values.baseAddress! + h * dh, lda: d,
-                                                  x: pr.baseAddress!, y: out.baseAddress! + i * d + h * dh)
-                                    }
-                                }
-                            }
-                        }
-                    }
+            x = model.block(tape, block, x, attention: .cached { b, session, body in
+                let state = states[session]
+                state.keys[b].withUnsafeBufferPointer { k in
+                    state.values[b].withUnsafeBufferPointer { v in body(k.baseAddress!, v.baseAddress!, state.window.count) }
                 }
-            }
-            Self.linear(attended, w(p + "out.weight"), w(p + "out.bias"), into: &normed, rows: b, inDim: d, outDim: d)
-            for j in 0..<(b * d) { x[j] += normed[j] }
-            Kernels.layerNormForward(x, gamma: w(p + "ln2.gamma"), beta: w(p + "ln2.beta"), out: &normed, mean: nil, rstd: nil,
-                                     rows: b, dim: d, eps: 1e-5)
-            Self.linear(normed, w(p + "ffn1.weight"), w(p + "ffn1.bias"), into: &inner, rows: b, inDim: d, outDim: f)
-            for j in 0..<(b * f) where inner[j] < 0 { inner[j] = 0 }
-            Self.linear(inner, w(p + "ffn2.weight"), w(p + "ffn2.bias"), into: &normed, rows: b, inDim: f, outDim: d)
-            for j in 0..<(b * d) { x[j] += normed[j] }
-        }
-        Kernels.layerNormForward(x, gamma: w("final_ln.gamma"), beta: w("final_ln.beta"), out: &normed, mean: nil, rstd: nil,
-                                 rows: b, dim: d, eps: 1e-5)
-        for (i, state) in states.enumerated() { state.hidden = Array(normed[(i * d)..<((i + 1) * d)]) }
-    }
-
-    /// out[rows, outDim] = x W + bias.
-    static func linear(_ x: [Float], _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, into out: inout [Float],
-                       rows: Int, inDim: Int, outDim: Int) {
-        out.withUnsafeMutableBufferPointer { o in
-            for r in 0..<rows { (o.baseAddress! + r * outDim).update(from: bias, count: outDim) }
-            x.withUnsafeBufferPointer { xp in
-                if rows == 1 {
-                    BLAS.gemv(trans: true, m: inDim, n: outDim, a: weight, lda: outDim, x: xp.baseAddress!, beta: 1, y: o.baseAddress!)
-                } else {
-                    BLAS.gemm(m: rows, n: outDim, k: inDim, a: xp.baseAddress!, lda: inDim, b: weight, ldb: outDim, beta: 1,
-                              c: o.baseAddress!, ldc: outDim)
+            }, keysAndValues: { b, qkv in
+                for (i, state) in states.enumerated() {
+                    let row = qkv.data + i * 3 * d
+                    state.keys[b].append(contentsOf: UnsafeBufferPointer(start: row + d, count: d))
+                    state.values[b].append(contentsOf: UnsafeBufferPointer(start: row + 2 * d, count: d))
                 }
-            }
+            })
         }
+        let h = model.finalNorm(tape, x)
+        for (i, state) in states.enumerated() { state.hidden = Array(UnsafeBufferPointer(start: h.data + i * d, count: d)) }
+        withExtendedLifetime(h) {}
     }
 
     /// The window cached for a user (tests and `inspect`).

@@ -210,8 +210,13 @@ extension Tape {
         if let b {
             for r in 0..<n { (out.data + r * outDim).update(from: b.data, count: outDim) }
         }
-        Parallel.gemm(m: n, n: outDim, k: inDim, a: x.data, lda: inDim, b: w.data, ldb: outDim,
-                      beta: b == nil ? 0 : 1, c: out.data, ldc: outDim)
+        if n == 1 {
+            // One row (incremental serving): gemv, which OpenBLAS runs faster than a 1-row gemm.
+            BLAS.gemv(trans: true, m: inDim, n: outDim, a: w.data, lda: outDim, x: x.data, beta: b == nil ? 0 : 1, y: out.data)
+        } else {
+            Parallel.gemm(m: n, n: outDim, k: inDim, a: x.data, lda: inDim, b: w.data, ldb: outDim,
+                          beta: b == nil ? 0 : 1, c: out.data, ldc: outDim)
+        }
         if out.requiresGrad {
             record {
                 let g = out.grad
@@ -275,6 +280,29 @@ extension Tape {
         return attentionCore(q: qkv.data, ldq: 3 * d, k: qkv.data + d, v: qkv.data + 2 * d, ldkv: 3 * d, d: d,
                              qLayout: layout, kLayout: layout, heads: heads, causal: causal, inputs: [qkv],
                              grads: { (qkv.grad, 3 * d, qkv.grad + d, qkv.grad + 2 * d, 3 * d) })
+    }
+
+    /// Incremental decoding: row i of qkv [B, 3d] is one new position of sequence i (only its Q
+    /// is read), attending over that sequence's cached keys and values [n_i, d] each, which
+    /// already hold the new position (`cache(i, body)` hands them to `body`); out [B, d]. The
+    /// same kernel as selfAttention, so a cached step equals the full pass's last row. Forward
+    /// only: serving never trains through a cache.
+    public func cachedAttention(_ qkv: Tensor, heads: Int,
+                                cache: (Int, (_ keys: UnsafePointer<Float>, _ values: UnsafePointer<Float>, _ count: Int) -> Void) -> Void) -> Tensor {
+        let d = qkv.cols / 3, dh = d / heads
+        precondition(qkv.cols == 3 * d && d % heads == 0 && !(recording && qkv.requiresGrad), "cachedAttention: shape \(qkv.shape), forward only")
+        let out = filledOutput([qkv.rows, d], qkv)
+        for i in 0..<qkv.rows {
+            cache(i) { keys, values, count in
+                let probs = TensorPool.allocate(max(1, count))
+                defer { TensorPool.deallocate(probs, count: max(1, count)) }
+                for h in 0..<heads {
+                    Kernels.attentionForward(q: qkv.data + i * 3 * d + h * dh, ldq: 3 * d, k: keys + h * dh, ldk: d, v: values + h * dh, ldv: d,
+                                             out: out.data + i * d + h * dh, ldo: d, probs: probs, lq: 1, lk: count, dh: dh, causal: false)
+                }
+            }
+        }
+        return out
     }
 
     /// Multi-head cross-attention: queries q [Tq, d] from one packed batch attend to kv [Tk, 2d]
