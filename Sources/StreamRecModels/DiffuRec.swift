@@ -631,16 +631,8 @@ public final class DiffuRecSessionScorer: SessionScorer, @unchecked Sendable {
 
     public var rowCount: Int { model.items.count }
 
-    public func score(users: [String], sessions: [[Int32]]) -> SessionScores {
-        let v = model.items.count
-        let windows = sessions.map { Array(model.window($0)) }
-        let scores = [Float](unsafeUninitializedCapacity: sessions.count * v) { buffer, initialized in
-            buffer.initialize(repeating: 0)
-            model.scoreAll(histories: windows, into: buffer.baseAddress!)
-            initialized = sessions.count * v
-        }
-        return .dense(scores)
-    }
+    /// The sampler reads each session's window (its last L items).
+    public func score(users: [String], sessions: [[Int32]]) -> SessionScores { .dense(model, sessions: sessions) }
 }
 
 extension DiffuRec: CatalogueModel {

@@ -193,15 +193,7 @@ public final class LLMSeqSimSessionScorer: SessionScorer, @unchecked Sendable {
 
     public func appendRows(items: [String], vectors: [Float]) -> Int { model.append(items: items, vectors: vectors) }
 
-    public func score(users: [String], sessions: [[Int32]]) -> SessionScores {
-        let v = model.items.count
-        let scores = [Float](unsafeUninitializedCapacity: sessions.count * v) { buffer, initialized in
-            buffer.initialize(repeating: 0)
-            model.scoreAll(histories: sessions, into: buffer.baseAddress!)
-            initialized = sessions.count * v
-        }
-        return .dense(scores)
-    }
+    public func score(users: [String], sessions: [[Int32]]) -> SessionScores { .dense(model, sessions: sessions) }
 }
 
 extension LLMSeqSim: CatalogueModel {

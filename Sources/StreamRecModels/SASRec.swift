@@ -132,7 +132,22 @@ public final class SASRec: @unchecked Sendable {
         self.items = items
         store = ParameterStore(Self.parameterSpecs(config, items: items.count))
         TransformerParameters.initialize(store, seed: config.seed, std: config.initStd)
+        blockWeights = (0..<config.blocks).map { BlockWeights(store, block: $0) }
     }
+
+    /// Block b's tensors, looked up once (an incremental step runs every block per event).
+    struct BlockWeights {
+        let ln1Gamma, ln1Beta, qkvWeight, qkvBias, outWeight, outBias: Tensor
+        let ln2Gamma, ln2Beta, ffn1Weight, ffn1Bias, ffn2Weight, ffn2Bias: Tensor
+
+        init(_ store: ParameterStore, block b: Int) {
+            let w = { (name: String) in store["block\(b).\(name)"] }
+            ln1Gamma = w("ln1.gamma"); ln1Beta = w("ln1.beta"); qkvWeight = w("qkv.weight"); qkvBias = w("qkv.bias")
+            outWeight = w("out.weight"); outBias = w("out.bias"); ln2Gamma = w("ln2.gamma"); ln2Beta = w("ln2.beta")
+            ffn1Weight = w("ffn1.weight"); ffn1Bias = w("ffn1.bias"); ffn2Weight = w("ffn2.weight"); ffn2Bias = w("ffn2.bias")
+        }
+    }
+    private var blockWeights: [BlockWeights] = []
 
     private func p(_ name: String) -> Tensor { store[name] }
 
@@ -184,8 +199,8 @@ public final class SASRec: @unchecked Sendable {
     ///   x += dropout(relu(LN2(x) W1 + b1) -> dropout -> W2 + b2)
     /// `keysAndValues(b, qkv)` sees the block's QKV projection [n, 3d] before attention.
     func block(_ tape: Tape, _ b: Int, _ x: Tensor, attention: BlockAttention, keysAndValues: ((Int, Tensor) -> Void)?) -> Tensor {
-        let c = config, w = { (name: String) in self.p("block\(b).\(name)") }
-        let qkv = tape.linear(tape.layerNorm(x, w("ln1.gamma"), w("ln1.beta")), w("qkv.weight"), w("qkv.bias"))
+        let c = config, w = blockWeights[b]
+        let qkv = tape.linear(tape.layerNorm(x, w.ln1Gamma, w.ln1Beta), w.qkvWeight, w.qkvBias)
         keysAndValues?(b, qkv)
         var residual = x
         let attended: Tensor
@@ -199,9 +214,9 @@ public final class SASRec: @unchecked Sendable {
         case .cached(let cache):
             attended = tape.cachedAttention(qkv, heads: c.heads) { session, body in cache(b, session, body) }
         }
-        let y = tape.add(residual, tape.dropout(tape.linear(attended, w("out.weight"), w("out.bias")), c.dropout))
-        let inner = tape.relu(tape.linear(tape.layerNorm(y, w("ln2.gamma"), w("ln2.beta")), w("ffn1.weight"), w("ffn1.bias")))
-        return tape.add(y, tape.dropout(tape.linear(tape.dropout(inner, c.dropout), w("ffn2.weight"), w("ffn2.bias")), c.dropout))
+        let y = tape.add(residual, tape.dropout(tape.linear(attended, w.outWeight, w.outBias), c.dropout))
+        let inner = tape.relu(tape.linear(tape.layerNorm(y, w.ln2Gamma, w.ln2Beta), w.ffn1Weight, w.ffn1Bias))
+        return tape.add(y, tape.dropout(tape.linear(tape.dropout(inner, c.dropout), w.ffn2Weight, w.ffn2Bias), c.dropout))
     }
 
     /// The window the model reads for a history: its last L items (rows), positions from 0.

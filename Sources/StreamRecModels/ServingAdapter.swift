@@ -39,6 +39,18 @@ public enum SessionScores {
     case sparse([[(row: Int32, score: Float)]])
 }
 
+extension SessionScores {
+    /// Dense scores of a full-catalogue scorer (the same scores offline evaluation ranks).
+    public static func dense(_ scorer: some CatalogScorer, sessions: [[Int32]]) -> SessionScores {
+        let count = sessions.count * scorer.items.count
+        return .dense([Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            buffer.initialize(repeating: 0)
+            scorer.scoreAll(histories: sessions, into: buffer.baseAddress!)
+            initialized = count
+        })
+    }
+}
+
 /// What a model plugs into the serving adapter. The adapter calls it with its lock held, one
 /// batch at a time.
 public protocol SessionScorer: AnyObject, Sendable {

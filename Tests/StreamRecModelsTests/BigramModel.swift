@@ -57,11 +57,7 @@ final class BigramScorer: SessionScorer, @unchecked Sendable {
     let model: BigramModel
     init(model: BigramModel) { self.model = model }
     var rowCount: Int { model.items.count }
-    func score(users: [String], sessions: [[Int32]]) -> SessionScores {
-        var scores = [Float](repeating: 0, count: sessions.count * rowCount)
-        scores.withUnsafeMutableBufferPointer { model.scoreAll(histories: sessions, into: $0.baseAddress!) }
-        return .dense(scores)
-    }
+    func score(users: [String], sessions: [[Int32]]) -> SessionScores { .dense(model, sessions: sessions) }
 }
 
 enum BigramFamily: ModelFamily {
