@@ -247,7 +247,7 @@ public final class DiffuRec: @unchecked Sendable {
                       ("cross.out.weight", [d, d]), ("cross.out.bias", [d])]
         }
         for b in 0..<c.blocks {
-            specs += TransformerParameters.block(b, width: d, ffn: f)
+            specs += TransformerBlock.block(b, width: d, ffn: f)
         }
         specs += [("final_ln.gamma", [d]), ("final_ln.beta", [d])]
         return specs
@@ -260,13 +260,17 @@ public final class DiffuRec: @unchecked Sendable {
         self.items = items
         store = ParameterStore(Self.parameterSpecs(config, items: items.count))
         schedule = DiffusionSchedule(config.schedule, steps: config.steps)
-        TransformerParameters.initialize(store, seed: config.seed)
+        TransformerBlock.initialize(store, seed: config.seed)
         if config.itemInitStd > 0 {
             // Its own generator, so every other tensor is the same as without the option.
             var rng = RandomSource(seed: config.seed ^ 0x1_7E3)
             store.initialize("item_embedding", normalStd: config.itemInitStd, rng: &rng)
         }
+        blocks = (0..<config.blocks).map { TransformerBlock(store, index: $0, heads: config.heads, dropout: config.dropout, causal: false, activation: .gelu) }
     }
+
+    /// The blocks (bidirectional, GELU), their weights looked up once.
+    private(set) var blocks: [TransformerBlock] = []
 
     private func p(_ name: String) -> Tensor { store[name] }
 
@@ -325,8 +329,11 @@ public final class DiffuRec: @unchecked Sendable {
                             steps: [Int], lambda: Tensor) -> Tensor {
         var z = approximatorInput(tape, sequence: e, cross: cross, layout: layout, xt: xt, steps: steps, lambda: lambda)
         let rd = config.blockOutputDropout
-        for b in 0..<config.blocks - 1 { z = tape.dropout(block(tape, z, b, layout: layout), rd) }
-        let last = tape.dropout(finalBlock(tape, z, config.blocks - 1, layout: layout), rd)
+        // The last block only where x0_hat is read (each sequence's last position): the same
+        // function as the full block followed by taking the last rows, at about a sixth of the
+        // cost for long windows (and of the training backward too).
+        for block in blocks.dropLast() { z = tape.dropout(block(tape, z, .full(layout)), rd) }
+        let last = tape.dropout(blocks[blocks.count - 1](tape, z, .lastOnly(layout)), rd)
         return tape.layerNorm(last, p("final_ln.gamma"), p("final_ln.beta"))
     }
 
@@ -350,31 +357,6 @@ public final class DiffuRec: @unchecked Sendable {
             z = tape.add(e, conditioned)
         }
         return z
-    }
-
-    /// The last block, evaluated only where x0_hat is read: every position's keys and values,
-    /// but the query, output projection and FFN of each sequence's last position alone [B, d].
-    /// The same function as `block` followed by taking the last rows, at about a sixth of the
-    /// cost for long windows (and of the training backward too).
-    func finalBlock(_ tape: Tape, _ x: Tensor, _ b: Int, layout: SequenceLayout) -> Tensor {
-        let c = config, lastRows = layout.lastRows
-        let qkv = tape.linear(tape.layerNorm(x, p("block\(b).ln1.gamma"), p("block\(b).ln1.beta")), p("block\(b).qkv.weight"), p("block\(b).qkv.bias"))
-        let attended = tape.singleQueryAttention(tape.gather(qkv, lastRows), qkv, layout: layout, heads: c.heads)
-        let x1 = tape.add(tape.gather(x, lastRows), tape.dropout(tape.linear(attended, p("block\(b).out.weight"), p("block\(b).out.bias")), c.dropout))
-        let inner = tape.gelu(tape.linear(tape.layerNorm(x1, p("block\(b).ln2.gamma"), p("block\(b).ln2.beta")),
-                                          p("block\(b).ffn1.weight"), p("block\(b).ffn1.bias")))
-        return tape.add(x1, tape.dropout(tape.linear(tape.dropout(inner, c.dropout), p("block\(b).ffn2.weight"), p("block\(b).ffn2.bias")), c.dropout))
-    }
-
-    /// One pre-LN bidirectional transformer block.
-    func block(_ tape: Tape, _ x: Tensor, _ b: Int, layout: SequenceLayout) -> Tensor {
-        let c = config
-        let qkv = tape.linear(tape.layerNorm(x, p("block\(b).ln1.gamma"), p("block\(b).ln1.beta")), p("block\(b).qkv.weight"), p("block\(b).qkv.bias"))
-        let attended = tape.selfAttention(qkv, layout: layout, heads: c.heads, causal: false)
-        let x1 = tape.add(x, tape.dropout(tape.linear(attended, p("block\(b).out.weight"), p("block\(b).out.bias")), c.dropout))
-        let inner = tape.gelu(tape.linear(tape.layerNorm(x1, p("block\(b).ln2.gamma"), p("block\(b).ln2.beta")),
-                                          p("block\(b).ffn1.weight"), p("block\(b).ffn1.bias")))
-        return tape.add(x1, tape.dropout(tape.linear(tape.dropout(inner, c.dropout), p("block\(b).ffn2.weight"), p("block\(b).ffn2.bias")), c.dropout))
     }
 
     /// The forward process's noise: count values ~ N(noiseMean, 1) (offset noise for V2).

@@ -120,7 +120,7 @@ public final class SASRec: @unchecked Sendable {
         let d = c.width, f = c.ffn
         var specs: [(name: String, shape: [Int])] = [("item_embedding", [items, d]), ("position_embedding", [c.maxLength, d])]
         for b in 0..<c.blocks {
-            specs += TransformerParameters.block(b, width: d, ffn: f)
+            specs += TransformerBlock.block(b, width: d, ffn: f)
         }
         specs += [("final_ln.gamma", [d]), ("final_ln.beta", [d])]
         return specs
@@ -131,23 +131,12 @@ public final class SASRec: @unchecked Sendable {
         self.config = config
         self.items = items
         store = ParameterStore(Self.parameterSpecs(config, items: items.count))
-        TransformerParameters.initialize(store, seed: config.seed, std: config.initStd)
-        blockWeights = (0..<config.blocks).map { BlockWeights(store, block: $0) }
+        TransformerBlock.initialize(store, seed: config.seed, std: config.initStd)
+        blocks = (0..<config.blocks).map { TransformerBlock(store, index: $0, heads: config.heads, dropout: config.dropout, causal: true, activation: .relu) }
     }
 
-    /// Block b's tensors, looked up once (an incremental step runs every block per event).
-    struct BlockWeights {
-        let ln1Gamma, ln1Beta, qkvWeight, qkvBias, outWeight, outBias: Tensor
-        let ln2Gamma, ln2Beta, ffn1Weight, ffn1Bias, ffn2Weight, ffn2Bias: Tensor
-
-        init(_ store: ParameterStore, block b: Int) {
-            let w = { (name: String) in store["block\(b).\(name)"] }
-            ln1Gamma = w("ln1.gamma"); ln1Beta = w("ln1.beta"); qkvWeight = w("qkv.weight"); qkvBias = w("qkv.bias")
-            outWeight = w("out.weight"); outBias = w("out.bias"); ln2Gamma = w("ln2.gamma"); ln2Beta = w("ln2.beta")
-            ffn1Weight = w("ffn1.weight"); ffn1Bias = w("ffn1.bias"); ffn2Weight = w("ffn2.weight"); ffn2Bias = w("ffn2.bias")
-        }
-    }
-    private var blockWeights: [BlockWeights] = []
+    /// The blocks (causal, ReLU), their weights looked up once.
+    private(set) var blocks: [TransformerBlock] = []
 
     private func p(_ name: String) -> Tensor { store[name] }
 
@@ -167,8 +156,8 @@ public final class SASRec: @unchecked Sendable {
             for i in 0..<layout.lengths[s] { positions[layout.offsets[s] + i] = Int32(i) }
         }
         var x = embed(tape, ids: ids, positions: positions)
-        for b in 0..<c.blocks {
-            x = block(tape, b, x, attention: lastOnly && b == c.blocks - 1 ? .lastOnly(layout) : .causal(layout), keysAndValues: keysAndValues)
+        for block in blocks {
+            x = block(tape, x, lastOnly && block.index == c.blocks - 1 ? .lastOnly(layout) : .full(layout), keysAndValues: keysAndValues)
         }
         return finalNorm(tape, x)
     }
@@ -180,44 +169,6 @@ public final class SASRec: @unchecked Sendable {
     }
 
     func finalNorm(_ tape: Tape, _ x: Tensor) -> Tensor { tape.layerNorm(x, p("final_ln.gamma"), p("final_ln.beta")) }
-
-    /// Which positions a block's attention reads, and which go on.
-    enum BlockAttention {
-        /// Training and full passes: every position attends causally within its window.
-        case causal(SequenceLayout)
-        /// A serving pass's final block: keys and values of every position, the rest of the block
-        /// for each window's last position only (output [B, d]).
-        case lastOnly(SequenceLayout)
-        /// Incremental serving: x holds one new position per session, which attends over that
-        /// session's cached keys and values (`keysAndValues` has appended the new ones first):
-        /// `cache(block, session, body)` hands them to body.
-        case cached((Int, Int, (UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void) -> Void)
-    }
-
-    /// Block b, pre-LN, the one block code of training, full passes and incremental steps:
-    ///   x += dropout(Attn(LN1(x) Wqkv + bqkv) Wo + bo)
-    ///   x += dropout(relu(LN2(x) W1 + b1) -> dropout -> W2 + b2)
-    /// `keysAndValues(b, qkv)` sees the block's QKV projection [n, 3d] before attention.
-    func block(_ tape: Tape, _ b: Int, _ x: Tensor, attention: BlockAttention, keysAndValues: ((Int, Tensor) -> Void)?) -> Tensor {
-        let c = config, w = blockWeights[b]
-        let qkv = tape.linear(tape.layerNorm(x, w.ln1Gamma, w.ln1Beta), w.qkvWeight, w.qkvBias)
-        keysAndValues?(b, qkv)
-        var residual = x
-        let attended: Tensor
-        switch attention {
-        case .causal(let layout):
-            attended = tape.selfAttention(qkv, layout: layout, heads: c.heads, causal: true)
-        case .lastOnly(let layout):
-            let lastRows = layout.lastRows
-            attended = tape.singleQueryAttention(tape.gather(qkv, lastRows), qkv, layout: layout, heads: c.heads)
-            residual = tape.gather(x, lastRows)
-        case .cached(let cache):
-            attended = tape.cachedAttention(qkv, heads: c.heads) { session, body in cache(b, session, body) }
-        }
-        let y = tape.add(residual, tape.dropout(tape.linear(attended, w.outWeight, w.outBias), c.dropout))
-        let inner = tape.relu(tape.linear(tape.layerNorm(y, w.ln2Gamma, w.ln2Beta), w.ffn1Weight, w.ffn1Bias))
-        return tape.add(y, tape.dropout(tape.linear(tape.dropout(inner, c.dropout), w.ffn2Weight, w.ffn2Bias), c.dropout))
-    }
 
     /// The window the model reads for a history: its last L items (rows), positions from 0.
     public func window(_ history: [Int32]) -> ArraySlice<Int32> { history.suffix(config.maxLength) }

@@ -155,7 +155,7 @@ public final class SASRecIncremental: @unchecked Sendable {
         return states
     }
 
-    /// Appends one item to each state: the model's own block code (SASRec.block) applied to one
+    /// Appends one item to each state: the model's own block code (TransformerBlock) applied to one
     /// new position per user, attending over that user's cached keys and values.
     func step(_ states: [SASRecSessionState], items: [Int32]) {
         let c = model.config, d = c.width
@@ -167,11 +167,11 @@ public final class SASRecIncremental: @unchecked Sendable {
         for (state, item) in zip(states, items) { state.window.append(item) }
         let tape = Tape(recording: false, training: false)
         var x = model.embed(tape, ids: items, positions: positions)
-        for block in 0..<c.blocks {
-            x = model.block(tape, block, x, attention: .cached { b, session, body in
+        for block in model.blocks {
+            x = block(tape, x, .cached { session, body in
                 let state = states[session]
-                state.keys[b].withUnsafeBufferPointer { k in
-                    state.values[b].withUnsafeBufferPointer { v in body(k.baseAddress!, v.baseAddress!, state.window.count) }
+                state.keys[block.index].withUnsafeBufferPointer { k in
+                    state.values[block.index].withUnsafeBufferPointer { v in body(k.baseAddress!, v.baseAddress!, state.window.count) }
                 }
             }, keysAndValues: { b, qkv in
                 for (i, state) in states.enumerated() {
