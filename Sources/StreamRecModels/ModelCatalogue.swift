@@ -194,6 +194,7 @@ public struct ModelCatalogue: Sendable {
         CatalogueEntry(SASRecFamily.self),
         CatalogueEntry(DiffuRecFamily.self),
         CatalogueEntry(LLMSeqSimFamily.self),
+        CatalogueEntry(BERT4RecFamily.self),
     ])
 
     /// This catalogue and one more family (tests add their own model this way).

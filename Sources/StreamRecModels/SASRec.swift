@@ -200,13 +200,13 @@ public final class SASRec: @unchecked Sendable {
     }
 
     /// scores[B, V] = hidden[B, d] E^T, rows split over the cores.
-    public func scores(hidden: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+    public func scores(hidden: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>) {
         let d = config.width, v = items.count
         let table = store["item_embedding"].data
         if count == 1 {
             BLAS.gemv(m: v, n: d, a: table, lda: d, x: hidden, y: out)
         } else {
-            Parallel.gemm(transB: true, m: count, n: v, k: d, a: hidden, lda: d, b: table, ldb: d, c: out, ldc: ldc ?? v)
+            Parallel.gemm(transB: true, m: count, n: v, k: d, a: hidden, lda: d, b: table, ldb: d, c: out, ldc: v)
         }
     }
 
@@ -216,15 +216,9 @@ public final class SASRec: @unchecked Sendable {
         var writer = SnapshotWriter(kind: Self.kind, items: items, hyperParameters: config.hyperParameters,
                                     training: training, metrics: metrics.filter { $0.value.isFinite })
         try writer.add(store)
-        if let projection = textProjection {
-            // Same kind ("sasrec"): serving and evaluation need nothing new; the extra tensors
-            // only matter to the cold-start path.
-            writer.hyperParameters["init"] = "llm2sasrec"
-            writer.hyperParameters["text_model_id"] = projection.textModelID
-            writer.hyperParameters["text_projection_scale"] = "\(projection.scale)"
-            try writer.add("text_projection.mean", floats: projection.mean, shape: [projection.textDimension])
-            try writer.add("text_projection.components", floats: projection.components, shape: [projection.textDimension, projection.width])
-        }
+        // Same kind ("sasrec"): serving and evaluation need nothing new; the extra tensors only
+        // matter to the cold-start path.
+        try textProjection?.add(to: &writer, initName: "llm2sasrec")
         return writer
     }
 
@@ -247,15 +241,7 @@ public final class SASRec: @unchecked Sendable {
         try snapshot.checkItems()
         let model = SASRec(config: config, items: manifest.items)
         try snapshot.load(into: model.store)
-        if let entry = snapshot.tensor(named: "text_projection.components") {
-            let D = entry.shape.first ?? 0
-            guard entry.shape == [D, config.width], D > 0, let scale = Float(manifest.hyperParameters["text_projection_scale"] ?? "") else {
-                throw ModelError(.badSnapshot, "snapshot \(snapshot.path): text_projection.components has shape \(entry.shape) (expected [D, \(config.width)]) or the scale is missing; retrain with `streamrec train --model llm2sasrec`")
-            }
-            model.textProjection = TextProjection(mean: try snapshot.floats("text_projection.mean", shape: [D]),
-                                                  components: try snapshot.floats("text_projection.components", shape: [D, config.width]),
-                                                  scale: scale, textModelID: manifest.hyperParameters["text_model_id"] ?? "")
-        }
+        model.textProjection = try TextProjection.load(from: snapshot, width: config.width)
         model.version = manifest.modelVersion
         model.training = manifest.training
         model.metrics = manifest.metrics

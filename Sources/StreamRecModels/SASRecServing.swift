@@ -201,52 +201,31 @@ public final class SASRecIncremental: @unchecked Sendable {
     }
 }
 
-/// SASRec's part of serving: dense scores from the incremental hidden states. Items added after
-/// the snapshot (cold-start, from their text through the model's projection) are extra output
-/// rows [n, d] scored after the table. They are candidates only: the engine's per-user caches
-/// hold hidden states, which a new scoring row does not change, so nothing is invalidated; as
-/// session input they are skipped until a snapshot gives them a learned row.
+/// SASRec's part of serving: dense scores from the incremental hidden states, over the item
+/// table and the rows of items added from text (LLM2SASRec's cold start).
 public final class SASRecSessionScorer: SessionScorer, @unchecked Sendable {
     public let engine: SASRecIncremental
-    /// Appended rows [n, d] (only touched under the serving adapter's lock).
-    private var appended: [Float] = []
+    private var table: TiedTableScores
 
     public init(model: SASRec, cacheUsers: Int = 4096) {
         engine = SASRecIncremental(model: model, cacheUsers: cacheUsers)
+        table = TiedTableScores(projection: model.textProjection, width: model.config.width)
     }
 
-    public var rowCount: Int { engine.model.items.count + appended.count / engine.model.config.width }
+    public var rowCount: Int { engine.model.items.count + table.appendedCount }
 
     public var textDimension: Int? { engine.model.textProjection?.textDimension }
 
     public func appendRows(items: [String], vectors: [Float]) -> Int {
         let first = rowCount
-        guard let projection = engine.model.textProjection else { return first }
-        appended.append(contentsOf: projection.project(vectors))
+        table.append(vectors: vectors)
         return first
     }
 
     public func score(users: [String], sessions: [[Int32]]) -> SessionScores {
-        let model = engine.model, v = model.items.count, d = model.config.width, b = sessions.count
-        let n = appended.count / d, width = v + n
-        // Appended rows cannot be embedded as input (they have no learned row).
+        let model = engine.model, v = model.items.count
         let hidden = engine.hidden(users: users, sessions: sessions.map { $0.filter { Int($0) < v } })
-        var flat = [Float](repeating: 0, count: b * d)
-        for (i, h) in hidden.enumerated() { for j in 0..<d { flat[i * d + j] = h[j] } }
-        // Every entry is written by the products (beta = 0): no need to zero the scores first.
-        let scores = [Float](unsafeUninitializedCapacity: b * width) { buffer, initialized in
-            flat.withUnsafeBufferPointer { h in
-                model.scores(hidden: h.baseAddress!, count: b, into: buffer.baseAddress!, ldc: width)
-                if n > 0 {
-                    appended.withUnsafeBufferPointer { t in
-                        BLAS.gemm(transB: true, m: b, n: n, k: d, a: h.baseAddress!, lda: d, b: t.baseAddress!, ldb: d,
-                                  c: buffer.baseAddress! + v, ldc: width)
-                    }
-                }
-            }
-            initialized = b * width
-        }
-        return .dense(scores)
+        return table.scores(hidden: hidden.flatMap { $0 }, count: sessions.count, table: model.store["item_embedding"].data, items: v)
     }
 }
 

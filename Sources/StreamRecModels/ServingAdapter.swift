@@ -51,6 +51,51 @@ extension SessionScores {
     }
 }
 
+/// The scores of a model that ranks by a dot product with its item table (SASRec, BERT4Rec):
+/// h E^T over the table's rows, then rows appended for items added from text after the snapshot
+/// (cold-start, projected into the model's space by its text projection). Appended rows are
+/// candidates only: they have no learned input row, so sessions skip them.
+struct TiedTableScores {
+    let projection: TextProjection?
+    let width: Int
+    /// [n, d]; only touched under the serving adapter's lock.
+    private(set) var appended: [Float] = []
+
+    init(projection: TextProjection?, width: Int) {
+        self.projection = projection
+        self.width = width
+    }
+
+    var appendedCount: Int { appended.count / width }
+
+    mutating func append(vectors: [Float]) {
+        guard let projection else { return }
+        appended.append(contentsOf: projection.project(vectors))
+    }
+
+    /// [B, V + n] for hidden states [B, d] against the table [V, d] and the appended rows.
+    func scores(hidden: [Float], count b: Int, table: UnsafePointer<Float>, items v: Int) -> SessionScores {
+        let d = width, n = appendedCount, columns = v + n
+        // Every entry is written by the products (beta = 0): no need to zero the scores first.
+        return .dense([Float](unsafeUninitializedCapacity: b * columns) { buffer, initialized in
+            hidden.withUnsafeBufferPointer { h in
+                if b == 1 {
+                    BLAS.gemv(m: v, n: d, a: table, lda: d, x: h.baseAddress!, y: buffer.baseAddress!)
+                } else {
+                    Parallel.gemm(transB: true, m: b, n: v, k: d, a: h.baseAddress!, lda: d, b: table, ldb: d, c: buffer.baseAddress!, ldc: columns)
+                }
+                if n > 0 {
+                    appended.withUnsafeBufferPointer { t in
+                        BLAS.gemm(transB: true, m: b, n: n, k: d, a: h.baseAddress!, lda: d, b: t.baseAddress!, ldb: d,
+                                  c: buffer.baseAddress! + v, ldc: columns)
+                    }
+                }
+            }
+            initialized = b * columns
+        })
+    }
+}
+
 /// What a model plugs into the serving adapter. The adapter calls it with its lock held, one
 /// batch at a time.
 public protocol SessionScorer: AnyObject, Sendable {

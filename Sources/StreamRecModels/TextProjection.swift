@@ -147,13 +147,13 @@ public struct TextProjection: Sendable, Equatable {
     }
 }
 
-extension SASRec {
-    /// LLM2SASRec: replaces the item_embedding rows of items with a text vector by their PCA
-    /// projection (fitted on those vectors), keeps the random init for the others, and records
-    /// the projection so later items can be projected the same way. Returns the rows set.
-    @discardableResult
-    public func initializeItemEmbeddings(from cache: EmbeddingCache) throws -> Int {
-        let d = config.width
+extension TextProjection {
+    /// LLM2SASRec, LLM2BERT4Rec: replaces the rows [items.count, d] of `table` of items with a
+    /// text vector by their PCA projection (fitted on those vectors), keeps the random init for
+    /// the others, and returns the projection (so later items are projected the same way) and
+    /// the rows set.
+    public static func initialize(table: UnsafeMutablePointer<Float>, items: [String], width d: Int, widthKey: String,
+                                  from cache: EmbeddingCache) throws -> (projection: TextProjection, rows: Int) {
         let (vectors, present) = cache.matrix(for: items)
         let rowsWithText = present.indices.filter { present[$0] }
         guard rowsWithText.count > d else {
@@ -161,17 +161,49 @@ extension SASRec {
         }
         let D = cache.dimension
         guard d <= D else {
-            throw ModelError(.badData, "the text embeddings have \(D) dimensions, fewer than the model width \(d); PCA cannot widen them. Lower the width (train.sasrec.width) or use a wider encoder")
+            throw ModelError(.badData, "the text embeddings have \(D) dimensions, fewer than the model width \(d); PCA cannot widen them. Lower the width (\(widthKey)) or use a wider encoder")
         }
         var fitRows = [Float](); fitRows.reserveCapacity(rowsWithText.count * D)
         for r in rowsWithText { fitRows.append(contentsOf: vectors[(r * D)..<((r + 1) * D)]) }
         let projection = TextProjection.fit(fitRows, dimension: D, width: d, tableRows: items.count, textModelID: cache.modelID)
         let projected = projection.project(fitRows)
-        let table = store["item_embedding"].data
         for (i, r) in rowsWithText.enumerated() {
             for j in 0..<d { table[r * d + j] = projected[i * d + j] }
         }
+        return (projection, rowsWithText.count)
+    }
+
+    /// Records the projection in a snapshot (tensors text_projection.*, hyper-parameters
+    /// init, text_model_id, text_projection_scale).
+    public func add(to writer: inout SnapshotWriter, initName: String) throws {
+        writer.hyperParameters["init"] = initName
+        writer.hyperParameters["text_model_id"] = textModelID
+        writer.hyperParameters["text_projection_scale"] = "\(scale)"
+        try writer.add("text_projection.mean", floats: mean, shape: [textDimension])
+        try writer.add("text_projection.components", floats: components, shape: [textDimension, width])
+    }
+
+    /// The projection a snapshot records, nil when it has none.
+    public static func load(from snapshot: Snapshot, width: Int) throws -> TextProjection? {
+        guard let entry = snapshot.tensor(named: "text_projection.components") else { return nil }
+        let D = entry.shape.first ?? 0
+        let p = snapshot.manifest.hyperParameters
+        guard entry.shape == [D, width], D > 0, let scale = Float(p["text_projection_scale"] ?? "") else {
+            throw ModelError(.badSnapshot, "snapshot \(snapshot.path): text_projection.components has shape \(entry.shape) (expected [D, \(width)]) or the scale is missing; retrain the model")
+        }
+        return TextProjection(mean: try snapshot.floats("text_projection.mean", shape: [D]),
+                              components: try snapshot.floats("text_projection.components", shape: [D, width]),
+                              scale: scale, textModelID: p["text_model_id"] ?? "")
+    }
+}
+
+extension SASRec {
+    /// LLM2SASRec: the item table's rows started from text (see TextProjection.initialize).
+    @discardableResult
+    public func initializeItemEmbeddings(from cache: EmbeddingCache) throws -> Int {
+        let (projection, rows) = try TextProjection.initialize(table: store["item_embedding"].data, items: items, width: config.width,
+                                                               widthKey: "train.sasrec.width", from: cache)
         textProjection = projection
-        return rowsWithText.count
+        return rows
     }
 }

@@ -25,6 +25,7 @@ import StreamRecNumerics
         "sasrec": ["width": "8", "blocks": "1", "max_length": "10", "epochs": "1", "eval_every": "1", "batch_size": "16"],
         "diffurec": ["width": "8", "blocks": "1", "heads": "2", "max_length": "10", "epochs": "1", "eval_every": "1", "batch_size": "64",
                      "steps": "4", "sample_steps": "2"],
+        "bert4rec": ["width": "8", "heads": "2", "blocks": "1", "max_length": "10", "epochs": "1", "eval_every": "1", "batch_size": "16"],
     ]
 
     /// Every catalogue model (and the test model), trained small through the catalogue, saved,
@@ -45,7 +46,7 @@ import StreamRecNumerics
                 let path = dir.path("\(kind).snap")
                 try ModelCatalogue.save(result.model, trainingSequences: job.trainingSequences, to: path)
                 let loaded = try catalogue.load(path: path)
-                #expect(loaded.model.kind == (kind == "llm2sasrec" ? "sasrec" : kind))
+                #expect(loaded.model.kind == ["llm2sasrec": "sasrec", "llm2bert4rec": "bert4rec"][kind, default: kind])
                 out.append((kind, CatalogueRecommender(loaded, options: ServingOptions(coldUsers: coldUsers)) { ItemID(Int($0.dropFirst())! + 1) }))
             }
         }
@@ -55,7 +56,7 @@ import StreamRecNumerics
     @Test func everyModelAnswersAColdUserWithTheSamePolicy() throws {
         let dir = try TemporaryDirectory()
         let models = try everyModel(dir, coldUsers: .popularity)
-        #expect(Set(models.map(\.0)).isSuperset(of: ["transition", "sasrec", "llm2sasrec", "diffurec", "diffurecsys-v1", "diffurecsys-v2", "llmseqsim", "bigram"]))
+        #expect(Set(models.map(\.0)).isSuperset(of: ["transition", "sasrec", "llm2sasrec", "diffurec", "diffurecsys-v1", "diffurecsys-v2", "llmseqsim", "bert4rec", "llm2bert4rec", "bigram"]))
         // The training data's most popular items, minus what the request excludes.
         let counts = ModelCatalogue.popularity(of: (0..<30).map { "i\($0)" }, in: Self.walks().leaveOneOut().train)
         // Ties: the smaller external id ("i10" < "i9"), whatever order a model keeps its rows in.
