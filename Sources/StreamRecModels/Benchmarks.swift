@@ -47,12 +47,7 @@ public enum SASRecBenchmark {
     /// Batch-1 latency of a full pass over a length-L window, scoring and top-10 included.
     public static func fullInference(runs: Int = 200) -> Timing {
         let m = model()
-        let history = randomSequences(1, length: m.config.maxLength, items: m.items.count, seed: 2)
-        var scores = [Float](repeating: 0, count: m.items.count)
-        return Timing.measure(runs) {
-            scores.withUnsafeMutableBufferPointer { m.scoreAll(histories: history, into: $0.baseAddress!) }
-            _ = TopK.select(scores, k: 10)
-        }
+        return CatalogueBenchmark.fullInference(m, length: m.config.maxLength, runs: runs)
     }
 
     /// Batch-1 latency of one incremental step: L-1 positions cached, one item arrives; the
@@ -81,18 +76,7 @@ public enum SASRecBenchmark {
     /// Users/s for 256 full-length windows at once (full passes, scoring, top-10 each).
     public static func batchInference(users: Int = 256, runs: Int = 20) -> (usersPerSecond: Double, timing: Timing) {
         let m = model()
-        let histories = randomSequences(users, length: m.config.maxLength, items: m.items.count, seed: 4)
-        var scores = [Float](repeating: 0, count: users * m.items.count)
-        let v = m.items.count
-        let t = Timing.measure(runs, warmup: 1) {
-            scores.withUnsafeMutableBufferPointer { buffer in
-                m.scoreAll(histories: histories, into: buffer.baseAddress!)
-                Parallel.chunks(users) { range, _ in
-                    for u in range { _ = TopK.select(Array(buffer[(u * v)..<((u + 1) * v)]), k: 10) }
-                }
-            }
-        }
-        return (Double(users) / (t.p50Ms / 1000), t)
+        return CatalogueBenchmark.batchInference(m, length: m.config.maxLength, users: users, runs: runs)
     }
 
     /// The serving path as the pipeline drives it: `users` users, each with `events` events in
@@ -194,5 +178,41 @@ public enum DiffuRecBenchmark {
             }
         }
         return (Double(users) / (t.p50Ms / 1000), t)
+    }
+}
+
+/// Serving figures of any catalogue model at the same shapes, so models compare side by side.
+public enum CatalogueBenchmark {
+    /// Batch-1 latency: one history of `length` items, scored over the catalogue, top-10.
+    public static func fullInference(_ m: some CatalogScorer, length: Int, runs: Int) -> Timing {
+        let history = SASRecBenchmark.randomSequences(1, length: length, items: m.items.count, seed: 2)
+        var scores = [Float](repeating: 0, count: m.items.count)
+        return Timing.measure(runs) {
+            scores.withUnsafeMutableBufferPointer { m.scoreAll(histories: history, into: $0.baseAddress!) }
+            _ = TopK.select(scores, k: 10)
+        }
+    }
+
+    /// Users/s for `users` histories of `length` items at once (scoring, top-10 each).
+    public static func batchInference(_ m: some CatalogScorer, length: Int, users: Int = 256, runs: Int = 20) -> (usersPerSecond: Double, timing: Timing) {
+        let histories = SASRecBenchmark.randomSequences(users, length: length, items: m.items.count, seed: 4)
+        var scores = [Float](repeating: 0, count: users * m.items.count)
+        let v = m.items.count
+        let t = Timing.measure(runs, warmup: 1) {
+            scores.withUnsafeMutableBufferPointer { buffer in
+                m.scoreAll(histories: histories, into: buffer.baseAddress!)
+                Parallel.chunks(users) { range, _ in
+                    for u in range { _ = TopK.select(Array(buffer[(u * v)..<((u + 1) * v)]), k: 10) }
+                }
+            }
+        }
+        return (Double(users) / (t.p50Ms / 1000), t)
+    }
+
+    /// BERT4Rec at SASRec's ML-1M shapes (3,706 items, d=64, L=200, 2 blocks; 2 heads, f = 4d).
+    public static func bert4rec(items: Int = 3706, length: Int = 200) -> BERT4Rec {
+        var c = BERT4RecConfig()
+        c.maxLength = length
+        return BERT4Rec(config: c, items: (0..<items).map { "i\($0)" })
     }
 }

@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference speed at the PyTorch peer's shapes (make bench runs the peer too).")
 
-    @Option(help: "Parts: all, sasrec-train, sasrec-infer, sasrec-stream (the serving path alone), memory (resident size with 4,096 cached SASRec users; not part of all), diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps, 1 and 4 seeds); or swap (model swap latency on the embedded cluster; not part of all), or restore (changelog restore against input replay, for ML-1M with --data and a synthetic stream; not part of all).") var only: String = "all"
+    @Option(help: "Parts: all, sasrec-train, sasrec-infer, bert4rec-infer, sasrec-stream (the serving path alone), memory (resident size with 4,096 cached SASRec users; not part of all), diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps, 1 and 4 seeds); or swap (model swap latency on the embedded cluster; not part of all), or restore (changelog restore against input replay, for ML-1M with --data and a synthetic stream; not part of all).") var only: String = "all"
     @Option(help: "Fewer sampling steps also measured for diffurec-infer (the peer runs all 32).") var fewSteps: Int = 4
     @Option(help: "Shrink the diffurec shapes (items,width,length,blocks), e.g. 2000,32,50,2, for a quick look.") var diffurecShape: String?
     @Option(help: "swap: the model served and swapped, sasrec or transition.") var swapModel: String = "sasrec"
@@ -58,6 +58,14 @@ struct Bench: ParsableCommand {
             ours["sasrec_infer_incremental_b1"] = ["p50_ms": incremental.p50Ms, "p99_ms": incremental.p99Ms]
             let (usersPerSecond, t) = SASRecBenchmark.batchInference(runs: quick ? 5 : 20)
             ours["sasrec_infer_b256"] = ["users_per_s": usersPerSecond, "p50_ms": t.p50Ms]
+        }
+        if only == "all" || only == "bert4rec-infer" {
+            // Beside SASRec's at the same shapes: a full re-run per event (bidirectional: no cache).
+            let m = CatalogueBenchmark.bert4rec()
+            let one = CatalogueBenchmark.fullInference(m, length: m.config.maxLength - 1, runs: runs)
+            ours["bert4rec_infer_b1"] = ["p50_ms": one.p50Ms, "p99_ms": one.p99Ms]
+            let (usersPerSecond, t) = CatalogueBenchmark.batchInference(m, length: m.config.maxLength - 1, runs: quick ? 5 : 20)
+            ours["bert4rec_infer_b256"] = ["users_per_s": usersPerSecond, "p50_ms": t.p50Ms]
             let (eventsPerSecond, batchTiming) = SASRecBenchmark.servingStream()
             ours["sasrec_serve_stream_b100"] = ["events_per_s": eventsPerSecond, "p50_ms": batchTiming.p50Ms, "p99_ms": batchTiming.p99Ms]
         }
