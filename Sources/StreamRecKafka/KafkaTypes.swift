@@ -146,8 +146,9 @@ public enum KafkaLogs {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var handler: (@Sendable (Line) -> Void)?
 
-    /// Sends every later line of every client to `handler` (called on librdkafka's threads).
-    public static func route(_ handler: @escaping @Sendable (Line) -> Void) {
+    /// Sends every later line of every client to `handler` (called on librdkafka's threads);
+    /// nil sends them to stderr again.
+    public static func route(_ handler: (@Sendable (Line) -> Void)?) {
         lock.withLock { Self.handler = handler }
     }
 

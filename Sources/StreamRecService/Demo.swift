@@ -11,7 +11,7 @@ import StreamRecModels
 import StreamRecStorage
 
 public struct DemoOptions: Sendable {
-    /// The model served: "sasrec" (default) or "transition".
+    /// The model served: any catalogue kind that trains without text embeddings (default sasrec).
     public var model = "sasrec"
     /// SASRec training epochs on the demo's training part.
     public var epochs = 25

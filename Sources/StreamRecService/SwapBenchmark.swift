@@ -10,7 +10,7 @@ import StreamRecKafka
 import StreamRecModels
 
 public struct SwapBenchmarkOptions: Sendable {
-    /// "sasrec" (two tiny models: d=32, 2 epochs) or "transition".
+    /// Any catalogue kind that trains without text embeddings (tiny versions: d=32, 2 epochs).
     public var model = "sasrec"
     /// Paced input rate (events/s).
     public var rate = 1000

@@ -14,7 +14,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Parts: all, sasrec-train, sasrec-infer, bert4rec-infer, sasrec-stream (the serving path alone), memory (resident size with 4,096 cached SASRec users; not part of all), diffurec-train, diffurec-infer, diffurec-curve (batch-1 latency at 1/2/4/8/32 steps, 1 and 4 seeds); or swap (model swap latency on the embedded cluster; not part of all), or restore (changelog restore against input replay, for ML-1M with --data and a synthetic stream; not part of all).") var only: String = "all"
     @Option(help: "Fewer sampling steps also measured for diffurec-infer (the peer runs all 32).") var fewSteps: Int = 4
     @Option(help: "Shrink the diffurec shapes (items,width,length,blocks), e.g. 2000,32,50,2, for a quick look.") var diffurecShape: String?
-    @Option(help: "swap: the model served and swapped, sasrec or transition.") var swapModel: String = "sasrec"
+    @Option(help: "swap: the model served and swapped (a catalogue kind: sasrec, transition, bert4rec, ...).") var swapModel: String = "sasrec"
     @Option(help: "swap: paced events per second.") var rate: Int = 1000
     @Option(help: "swap: seconds of paced stream (version 2 is announced halfway).") var seconds: Double = 20
     @Option(help: "restore: a dataset (e.g. ../shared/data/ml-1m) measured besides the synthetic stream.") var data: String?
