@@ -1,4 +1,4 @@
-// SASRec behind the Recommender protocol, with incremental inference: each active user keeps
+// SASRec's serving: incremental inference behind the one serving adapter. Each active user keeps
 // every block's keys and values, so an arriving event costs one position's work (a few d x d
 // products and one attention row per block), not a re-run of the whole window.
 //

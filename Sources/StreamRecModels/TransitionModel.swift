@@ -255,10 +255,10 @@ extension TransitionModel: CatalogScorer {
     /// The recommender's ranking as dense scores over all rows: each row's transition score from
     /// the session's latest items, and below every one of them the popularity fill (popularity /
     /// max popularity, scaled to half the session's lowest transition score, or to 0.5 for a
-    /// session without transitions). Ordered exactly as TransitionRecommender answers, with the
-    /// same tie rule (smaller row first). Two differences of scale, not of order: the fill sits
-    /// under the lowest transition score of the session rather than the lowest one returned, and
-    /// the recency window counts the known rows passed in (callers drop unknown items first).
+    /// session without transitions). Ordered as the serving adapter answers, up to ties: equal
+    /// transition scores go to the smaller row in both, equal popularity to the smaller row here
+    /// and the smaller external id there. One difference of scale, not of order: the fill sits
+    /// under the lowest transition score of the session rather than the lowest one returned.
     public func scoreAll(histories: [[Int32]], into scores: UnsafeMutablePointer<Float>) {
         let itemCount = items.count
         guard itemCount > 0 else { return }
