@@ -135,9 +135,18 @@ def test_chaos(chaos_deployment, delivery):
         elif action == "restart":
             fleet.start(stopped.pop())
         elif action == "broker":
+            # tansu 0.6 loses records it acknowledged shortly before a restart (inputs in session
+            # 15, a micro-batch of answers in session 16): no client can keep what the broker drops
+            # after acknowledging it. So the stream pauses and drains, tansu gets time to store it,
+            # and then the broker restarts under the running instances (their consumer errors and
+            # reconnects are what this step tests). Apache Kafka needs no pause.
+            producer.pause()
+            drained(fleet)
+            time.sleep(5)
             fleet.events.append((time.time(), "broker restart", ""))
             broker("restart")
             time.sleep(5)
+            producer.resume()
             for service in fleet.running.values():
                 consumer_errors_seen += metric(service, "streamrec_consumer_errors_total")
         elif action == "sigterm" and len(fleet.running) > 1:
@@ -216,6 +225,18 @@ class BurstProducer(threading.Thread):
         super().__init__(daemon=True)
         self.d, self.records, self.rate = d, records, int(rate)
         self.error = None
+        self.resumed = threading.Event()
+        self.resumed.set()
+        self.idle = threading.Event()
+
+    def pause(self):
+        """Stops after the current second's records are delivered; returns when they are."""
+        self.idle.clear()
+        self.resumed.clear()
+        self.idle.wait(180)
+
+    def resume(self):
+        self.resumed.set()
 
     def run(self):
         try:
@@ -223,6 +244,11 @@ class BurstProducer(threading.Thread):
                           "batch.num.messages": 100000, "log_level": 3})
             start = time.time()
             for i in range(0, len(self.records), self.rate):
+                if not self.resumed.is_set():
+                    paused = time.time()
+                    self.idle.set()
+                    self.resumed.wait()
+                    start += time.time() - paused          # the schedule resumes where it stopped
                 delay = start + i / self.rate - time.time()
                 if delay > 0:
                     time.sleep(delay)
@@ -233,6 +259,21 @@ class BurstProducer(threading.Thread):
                 self.error = "records undelivered"
         except Exception as e:  # surfaced by the test
             self.error = repr(e)
+        finally:
+            self.idle.set()
+
+
+def drained(fleet, timeout=120):
+    """Waits until the running instances have answered nothing new for 3 s."""
+    last, quiet_since, began = None, time.time(), time.time()
+    while time.time() - began < timeout:
+        out = sum(metric(s, "streamrec_recommendations_out_total") + metric(s, "streamrec_events_dlq_total")
+                  for s in fleet.running.values())
+        if out != last:
+            last, quiet_since = out, time.time()
+        elif time.time() - quiet_since >= 3:
+            return
+        time.sleep(0.5)
 
 
 def settle(fleet, timeout=180):
