@@ -119,18 +119,14 @@ public struct DiffuRecConfig: Sendable, Equatable, Codable {
     public var noiseMean: Float { variant == .offsetNoise ? 0.1 * offsetDelta : 0 }
 }
 
-extension DiffuRecConfig: ModelSettings {
+extension DiffuRecConfig: TrainingLoopSettings {
     /// The key table: snapshots, `train` flags and the `train.diffurec.*` config keys.
-    public static let keys: [SettingKey<DiffuRecConfig>] = [
+    public static let keys: [SettingKey<DiffuRecConfig>] = SettingKey.trainingLoop(batchDoc: "prefix samples per batch") + [
         .choice("variant", "diffurec, diffurecsys-v1 (cross-attention) or diffurecsys-v2 (cross-attention and offset noise)", \.variant),
         .int("width", "width d (a multiple of heads)", 2...4096, \.width),
         .int("blocks", "transformer blocks", 1...64, \.blocks),
         .int("heads", "attention heads", 1...64, \.heads),
-        SettingKey("ffn_width", "FFN width f (0 = 4 d)", parse: { s, v in
-            guard let n = Int(v), (0...65_536).contains(n) else { return "must be an integer from 0 to 65536, got '\(v)'" }
-            s.ffnWidth = n
-            return nil
-        }, format: { "\($0.ffn)" }),
+        .ffnWidth("FFN width f (0 = 4 d)", \.ffnWidth) { $0.ffn },
         .int("max_length", "max sequence length L (DiffuRecSys 100, DiffuRec 50)", 2...100_000, \.maxLength),
         .float("dropout", "transformer dropout", 0...0.95, \.dropout),
         .float("embedding_dropout", "dropout on the sequence's item embeddings", 0...0.95, \.embeddingDropout),
@@ -149,19 +145,11 @@ extension DiffuRecConfig: ModelSettings {
         .int("sample_steps", "reverse steps K run at inference and validation (<= steps)", 1...10_000, \.sampleSteps),
         .int("seeds", "seeded sampler runs S averaged at inference", 1...1_000, \.seeds),
         .seed("inference_seed", "first seed of the inference sampler", \.inferenceSeed),
-        .float("learning_rate", "Adam learning rate", 1e-7...1, \.learningRate, aliases: ["lr"]),
-        .float("weight_decay", "Adam L2 weight decay", 0...1, \.weightDecay),
         .int("decay_every", "multiply the learning rate by decay_gamma every N epochs", 1...1_000_000, \.decayEvery),
         .float("decay_gamma", "learning-rate decay factor", 0...1, \.decayGamma),
-        .int("batch_size", "prefix samples per batch", 1...1_000_000, \.batchSize),
-        .int("epochs", "training epochs", 1...1_000_000, \.epochs),
         .double("prefix_fraction", "fraction of the prefix samples each epoch trains on, drawn afresh (1 = all, the paper's)", 1e-6...1, \.prefixFraction),
-        .int("eval_every", "validate every N epochs", 1...1_000_000, \.evalEvery),
-        .int("patience", "stop after N validations without improvement", 1...1_000_000, \.patience),
-        .float("clip_norm", "global gradient-norm clip (0 = off)", 0...1e6, \.clipNorm),
         .float("item_init_std", "item-table init: 0 = Xavier-normal (the paper's); > 0 = N(0, std^2) (1 = DiffuRec's code)", 0...100, \.itemInitStd),
         .choice("cross_query", "diffurecsys-v1/v2: which side of the cross-attention queries: session (ours) or noise (the authors' code)", \.crossQuery),
-        .seed("seed", "random seed", \.seed),
     ]
 
     public func problem() -> SettingError? {

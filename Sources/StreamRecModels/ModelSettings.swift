@@ -162,3 +162,41 @@ extension ModelSettings {
         return keys.map { ($0.name, $0.aliases, $0.stored ? $0.format(defaults) : "", $0.doc) }
     }
 }
+
+/// The settings every trainer of the shared epoch loop has (SASRec, BERT4Rec, DiffuRec): one
+/// key table for them, so their meaning, ranges and documentation are written once.
+public protocol TrainingLoopSettings: ModelSettings {
+    var learningRate: Float { get set }
+    var weightDecay: Float { get set }
+    var batchSize: Int { get set }
+    var epochs: Int { get set }
+    var evalEvery: Int { get set }
+    var patience: Int { get set }
+    var clipNorm: Float { get set }
+    var seed: UInt64 { get set }
+}
+
+extension SettingKey where Settings: TrainingLoopSettings {
+    /// learning_rate (alias lr), weight_decay, batch_size, epochs, eval_every, patience,
+    /// clip_norm, seed; `batchDoc` says what a batch holds for this model.
+    static func trainingLoop(batchDoc: String = "sequences per batch") -> [SettingKey] {
+        [.float("learning_rate", "Adam learning rate", 1e-7...1, \.learningRate, aliases: ["lr"]),
+         .float("weight_decay", "Adam L2 weight decay", 0...1, \.weightDecay),
+         .int("batch_size", batchDoc, 1...1_000_000, \.batchSize),
+         .int("epochs", "training epochs", 1...1_000_000, \.epochs),
+         .int("eval_every", "validate every N epochs", 1...1_000_000, \.evalEvery),
+         .int("patience", "stop after N validations without improvement", 1...1_000_000, \.patience),
+         .float("clip_norm", "global gradient-norm clip (0 = off)", 0...1e6, \.clipNorm),
+         .seed("seed", "random seed", \.seed)]
+    }
+
+    /// ffn_width: stored as the width the model runs (0 resolves to the model's default).
+    static func ffnWidth(_ doc: String, _ path: WritableKeyPath<Settings, Int> & Sendable,
+                         resolved: @escaping @Sendable (Settings) -> Int) -> SettingKey {
+        SettingKey("ffn_width", doc, parse: { s, v in
+            guard let n = Int(v), (0...65_536).contains(n) else { return "must be an integer from 0 to 65536, got '\(v)'" }
+            s[keyPath: path] = n
+            return nil
+        }, format: { "\(resolved($0))" })
+    }
+}

@@ -70,29 +70,17 @@ public struct SASRecConfig: Sendable, Equatable, Codable {
     var ffn: Int { ffnWidth > 0 ? ffnWidth : width }
 }
 
-extension SASRecConfig: ModelSettings {
+extension SASRecConfig: TrainingLoopSettings {
     /// The key table: snapshots, `train` flags and the `train.sasrec.*` config keys.
-    public static let keys: [SettingKey<SASRecConfig>] = [
+    public static let keys: [SettingKey<SASRecConfig>] = SettingKey.trainingLoop() + [
         .int("width", "width d (a multiple of heads)", 2...4096, \.width),
         .int("blocks", "transformer blocks", 1...64, \.blocks),
         .int("heads", "attention heads", 1...64, \.heads),
-        SettingKey("ffn_width", "FFN width f (0 = width, the paper's)", parse: { s, v in
-            guard let n = Int(v), (0...65_536).contains(n) else { return "must be an integer from 0 to 65536, got '\(v)'" }
-            s.ffnWidth = n
-            return nil
-        }, format: { "\($0.ffn)" }),
+        .ffnWidth("FFN width f (0 = width, the paper's)", \.ffnWidth) { $0.ffn },
         .int("max_length", "max sequence length L (200: ML-1M, 50: Beauty)", 2...100_000, \.maxLength),
         .float("dropout", "dropout rate", 0...0.95, \.dropout),
         .choice("loss", "ce (full softmax), bce (one sampled negative, the paper's) or sampled (shared negatives)", \.loss),
         .int("negatives", "shared negatives per batch for loss sampled", 1...1_000_000, \.negatives),
-        .float("learning_rate", "Adam learning rate", 1e-7...1, \.learningRate, aliases: ["lr"]),
-        .float("weight_decay", "Adam L2 weight decay", 0...1, \.weightDecay),
-        .int("batch_size", "sequences per batch", 1...1_000_000, \.batchSize),
-        .int("epochs", "training epochs", 1...1_000_000, \.epochs),
-        .int("eval_every", "validate every N epochs", 1...1_000_000, \.evalEvery),
-        .int("patience", "stop after N validations without improvement", 1...1_000_000, \.patience),
-        .float("clip_norm", "global gradient-norm clip (0 = off)", 0...1e6, \.clipNorm),
-        .seed("seed", "random seed", \.seed),
         .float("init_std", "initialisation: 0 = Xavier-normal per matrix; > 0 = N(0, std^2) for every matrix and embedding (e.g. 0.02)", 0...10, \.initStd),
         .int("train_windows", "training windows per sequence: 1 = the last L+1 items (the paper's); n = also up to n-1 earlier windows; 0 = all", 0...1_000_000, \.trainWindows),
     ]
