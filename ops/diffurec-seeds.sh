@@ -54,27 +54,5 @@ done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 
-python3 - "$OUT" "$(basename "$DATA")" <<'PY'
-import glob, json, os, re, statistics, sys
-out, data = sys.argv[1], sys.argv[2]
-rows = {}
-for path in sorted(glob.glob(f"{out}/{data}-*-s*.eval.json")):
-    m = re.fullmatch(rf"{re.escape(data)}-(.+)-s(\d+)\.eval\.json", os.path.basename(path))
-    if not m:
-        continue  # another evaluation's file (e.g. SNAP.eval.json from a by-hand evaluate)
-    r = json.load(open(path))
-    rows.setdefault(m.group(1), []).append((int(m.group(2)), r))
-cols = [("hitRate", 5), ("hitRate", 10), ("hitRate", 20), ("ndcg", 5), ("ndcg", 10), ("ndcg", 20)]
-for proto, title in (("all", "all items (the DiffuRecSys protocol)"), ("historyExcluded", "history excluded")):
-    print(f"\n{data}, {title}: mean ± std over seeds")
-    print("| model | seeds | " + " | ".join(f"{'HR' if n == 'hitRate' else 'NDCG'}@{k}" for n, k in cols) + " |")
-    print("|---|---|" + "---|" * len(cols))
-    for name, runs in rows.items():
-        cells = []
-        for n, k in cols:
-            v = [next(c for c in r[proto]["cutoffs"] if c["k"] == k)[n] for _, r in runs]
-            sd = statistics.stdev(v) if len(v) > 1 else 0.0
-            cells.append(f"{statistics.mean(v):.4f} ± {sd:.4f}")
-        print(f"| {name} | {','.join(str(s) for s, _ in runs)} | " + " | ".join(cells) + " |")
-PY
+python3 ops/seeds-table.py "$OUT" "$(basename "$DATA")"
 exit $status

@@ -56,13 +56,15 @@ public struct BERT4RecConfig: Sendable, Equatable, Codable {
     public var initStd: Float = 0.02
     /// Training windows per sequence, as SASRec's train_windows: 1 = the last L items.
     public var trainWindows = 1
+    /// LLM2BERT4Rec: pull of the text-started item rows back to their start (TextAnchor); 0 = off.
+    public var textAnchor: Float = 0
 
     public init() {}
 
     var ffn: Int { ffnWidth > 0 ? ffnWidth : 4 * width }
 }
 
-extension BERT4RecConfig: TrainingLoopSettings {
+extension BERT4RecConfig: TrainingLoopSettings, TextStartSettings {
     /// The key table: snapshots, `train` flags and the `train.bert4rec.*` config keys.
     public static let keys: [SettingKey<BERT4RecConfig>] = SettingKey.trainingLoop() + [
         .int("width", "width d (a multiple of heads)", 2...4096, \.width),
@@ -74,6 +76,7 @@ extension BERT4RecConfig: TrainingLoopSettings {
         .float("mask_prob", "Cloze: probability of masking each position of a training window", 0.01...0.99, \.maskProb),
         .float("init_std", "initialisation: N(0, std^2) for every matrix and embedding (0.02, BERT's); 0 = Xavier-normal", 0...10, \.initStd),
         .int("train_windows", "training windows per sequence: 1 = the last L items; n = also up to n-1 earlier windows; 0 = all", 0...1_000_000, \.trainWindows),
+        .textAnchor(),
     ]
 
     public func problem() -> SettingError? {
@@ -156,7 +159,7 @@ public final class BERT4Rec: CatalogScorer, @unchecked Sendable {
 
     /// LLM2BERT4Rec: the item rows of the table (not [mask]) started from text.
     @discardableResult
-    public func initializeItemEmbeddings(from cache: EmbeddingCache) throws -> Int {
+    public func initializeItemEmbeddings(from cache: EmbeddingCache) throws -> [Int] {
         let (projection, rows) = try TextProjection.initialize(table: store["item_embedding"].data, items: items, width: config.width,
                                                                widthKey: "train.bert4rec.width", from: cache)
         textProjection = projection
@@ -198,6 +201,8 @@ public final class BERT4RecTrainer {
     public var history: [EpochRecord] { loop.history }
     public var bestNDCG: Double { loop.stopping.bestNDCG }
     public var completedEpochs: Int { loop.epochsDone }
+    /// LLM2BERT4Rec with text_anchor > 0: holds the text-started rows near their start.
+    public var anchor: TextAnchor?
     private let loop: EpochLoop
 
     public init(model: BERT4Rec) {
@@ -236,6 +241,7 @@ public final class BERT4RecTrainer {
         let h = model.hidden(tape, ids: ids, layout: SequenceLayout(lengths: windows.map(\.count)))
         let loss = tape.softmaxCrossEntropy(tape.gather(h, rows), table: model.store["item_embedding"], targets: targets)
         tape.backward(loss)
+        anchor?.addGradient(to: model.store["item_embedding"])
         if model.config.clipNorm > 0 { model.store.clipGradNorm(model.config.clipNorm) }
         loop.optimizer.update(lr: model.config.learningRate)
         return Double(loss.item)
@@ -319,19 +325,23 @@ public enum BERT4RecFamily: ModelFamily {
         let split = job.split()
         let model = BERT4Rec(config: settings, items: split.items)
         var notes = ["init": "random"]
+        var textRows: [Int]? = nil
         if job.kind == "llm2bert4rec" {
             guard let embeddings = job.embeddings else {
                 throw ModelError(.unsupported, "llm2bert4rec needs item text embeddings; pass --embeddings CACHE (make one with `streamrec embed --items DIR/items.tsv --out CACHE`)")
             }
             let cache = try EmbeddingCache.load(path: embeddings)
             let rows = try model.initializeItemEmbeddings(from: cache)
-            job.log(String(format: "llm2bert4rec: %d of %d item embeddings initialised from text (PCA %d -> %d, scale %.4g)", rows,
+            textRows = rows
+            job.log(String(format: "llm2bert4rec: %d of %d item embeddings initialised from text (PCA %d -> %d, scale %.4g)", rows.count,
                            split.items.count, cache.dimension, settings.width, model.textProjection!.scale))
             notes["init"] = "llm2bert4rec (\(embeddings))"
         }
         model.training = .init(users: job.dataset.sequences.count, items: split.items.count,
                                interactions: split.train.reduce(0) { $0 + $1.count }, source: job.source)
         let trainer = BERT4RecTrainer(model: model)
+        trainer.anchor = try settings.anchor(table: model.store["item_embedding"], rows: textRows, width: settings.width,
+                                             family: name, llmKind: "llm2bert4rec")
         if job.resume, let checkpoint = job.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
             try trainer.resume(from: checkpoint)
             job.log("resumed from \(checkpoint) after epoch \(trainer.completedEpochs)")

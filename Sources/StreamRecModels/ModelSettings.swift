@@ -176,6 +176,19 @@ public protocol TrainingLoopSettings: ModelSettings {
     var seed: UInt64 { get set }
 }
 
+/// Models whose item table can start from text (LLM2SASRec, LLM2BERT4Rec): how strongly the
+/// text-started rows are held near that start while training (TextAnchor).
+public protocol TextStartSettings: ModelSettings {
+    var textAnchor: Float { get set }
+}
+
+extension SettingKey where Settings: TextStartSettings {
+    static func textAnchor() -> SettingKey {
+        .float("text_anchor", "llm2 kinds: strength of the pull of each text-started item row back to its start (L2-SP: gradient += text_anchor * (row - start)); 0 = a start only",
+               0...1e6, \.textAnchor)
+    }
+}
+
 extension SettingKey where Settings: TrainingLoopSettings {
     /// learning_rate (alias lr), weight_decay, batch_size, epochs, eval_every, patience,
     /// clip_norm, seed; `batchDoc` says what a batch holds for this model.

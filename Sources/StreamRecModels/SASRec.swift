@@ -64,13 +64,15 @@ public struct SASRecConfig: Sendable, Equatable, Codable {
     /// L targets from the end (at most n per sequence); 0 = every window. Each window starts at
     /// position 0, as a rebuilt serving window does.
     public var trainWindows = 1
+    /// LLM2SASRec: pull of the text-started item rows back to their start (TextAnchor); 0 = off.
+    public var textAnchor: Float = 0
 
     public init() {}
 
     var ffn: Int { ffnWidth > 0 ? ffnWidth : width }
 }
 
-extension SASRecConfig: TrainingLoopSettings {
+extension SASRecConfig: TrainingLoopSettings, TextStartSettings {
     /// The key table: snapshots, `train` flags and the `train.sasrec.*` config keys.
     public static let keys: [SettingKey<SASRecConfig>] = SettingKey.trainingLoop() + [
         .int("width", "width d (a multiple of heads)", 2...4096, \.width),
@@ -83,6 +85,7 @@ extension SASRecConfig: TrainingLoopSettings {
         .int("negatives", "shared negatives per batch for loss sampled", 1...1_000_000, \.negatives),
         .float("init_std", "initialisation: 0 = Xavier-normal per matrix; > 0 = N(0, std^2) for every matrix and embedding (e.g. 0.02)", 0...10, \.initStd),
         .int("train_windows", "training windows per sequence: 1 = the last L+1 items (the paper's); n = also up to n-1 earlier windows; 0 = all", 0...1_000_000, \.trainWindows),
+        .textAnchor(),
     ]
 
     public func problem() -> SettingError? {

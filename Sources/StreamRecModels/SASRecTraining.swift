@@ -67,6 +67,8 @@ public final class SASRecTrainer {
     public var history: [EpochRecord] { loop.history }
     public var bestNDCG: Double { loop.stopping.bestNDCG }
     public var completedEpochs: Int { loop.epochsDone }
+    /// LLM2SASRec with text_anchor > 0: holds the text-started rows near their start.
+    public var anchor: TextAnchor?
     private let loop: EpochLoop
 
     public init(model: SASRec) {
@@ -116,6 +118,7 @@ public final class SASRecTrainer {
             loss = tape.binaryCrossEntropy(h, table: table, positives: targets, negatives: negatives)
         }
         tape.backward(loss)
+        anchor?.addGradient(to: table)
         if c.clipNorm > 0 { model.store.clipGradNorm(c.clipNorm) }
         optimizer.update(lr: lr)
         return Double(loss.item)
@@ -211,13 +214,15 @@ public enum SASRecFamily: ModelFamily {
         let split = job.split(leadingItems: base?.items ?? [])
         let model = SASRec(config: settings, items: split.items)
         var notes: [String: String] = ["init": "random"]
+        var textRows: [Int]? = nil
         if job.kind == "llm2sasrec" {
             guard let embeddings = job.embeddings else {
                 throw ModelError(.unsupported, "llm2sasrec needs item text embeddings; pass --embeddings CACHE (make one with `streamrec embed --items DIR/items.tsv --out CACHE`)")
             }
             let cache = try EmbeddingCache.load(path: embeddings)
             let initialised = try model.initializeItemEmbeddings(from: cache)
-            job.log(String(format: "llm2sasrec: %d of %d item embeddings initialised from text (PCA %d -> %d, scale %.4g)", initialised,
+            textRows = initialised
+            job.log(String(format: "llm2sasrec: %d of %d item embeddings initialised from text (PCA %d -> %d, scale %.4g)", initialised.count,
                            split.items.count, cache.dimension, settings.width, model.textProjection!.scale))
             notes["init"] = "llm2sasrec (\(embeddings))"
         }
@@ -228,6 +233,10 @@ public enum SASRecFamily: ModelFamily {
         model.training = .init(users: job.dataset.sequences.count, items: split.items.count,
                                interactions: split.train.reduce(0) { $0 + $1.count }, source: job.source)
         let trainer = SASRecTrainer(model: model)
+        // Anchored at the rows as started (a warm start's copied rows included), before a resume
+        // overwrites the table: a resumed run holds the rows to the same start.
+        trainer.anchor = try settings.anchor(table: model.store["item_embedding"], rows: textRows, width: settings.width,
+                                             family: name, llmKind: "llm2sasrec")
         if job.resume, let checkpoint = job.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
             try trainer.resume(from: checkpoint)
             job.log("resumed from \(checkpoint) after epoch \(trainer.completedEpochs)")

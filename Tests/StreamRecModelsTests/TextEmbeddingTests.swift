@@ -185,7 +185,7 @@ func clusteredCache(clusters: Int, perCluster: Int, dimension: Int = 8, seed: UI
         config.width = 8; config.maxLength = 6
         let model = SASRec(config: config, items: items)
         let before = model.store.floats("item_embedding")
-        #expect(try model.initializeItemEmbeddings(from: cache) == cache.count)
+        #expect(try model.initializeItemEmbeddings(from: cache).count == cache.count)
         let after = model.store.floats("item_embedding")
         let d = config.width, last = items.count - 1
         #expect(Array(after[(last * d)...]) == Array(before[(last * d)...]))   // no text: random init kept
@@ -211,5 +211,63 @@ func clusteredCache(clusters: Int, perCluster: Int, dimension: Int = 8, seed: UI
         #expect(recommender.knows(newID))
         let answer = recommender.recommend([RecommendationRequest(user: "u", history: [vocabulary.id("c0-1"), vocabulary.id("unknown")], k: items.count + 1, exclude: [])])[0]
         #expect(answer.contains { $0.item == newID } && answer.count == items.count + 1)
+    }
+}
+
+/// text_anchor (L2-SP toward the text start) for LLM2SASRec and LLM2BERT4Rec.
+@Suite struct TextAnchorTests {
+    /// The gradient it adds is its penalty's (central differences in double), on the anchored
+    /// rows only.
+    @Test func gradientIsThePenaltys() {
+        let store = ParameterStore([("t", [5, 3])])
+        let t = store["t"]
+        var rng = RandomSource(seed: 4)
+        for i in 0..<15 { t.data[i] = rng.normal() }
+        let anchor = TextAnchor(table: t, rows: [0, 2, 3], width: 3, strength: 0.7)
+        #expect(anchor.penalty(t) == 0)
+        for i in 0..<15 { t.data[i] += 0.3 * rng.normal() }
+        anchor.addGradient(to: t)
+        for i in 0..<15 {
+            let x = t.data[i], h: Float = 1e-2
+            t.data[i] = x + h; let up = anchor.penalty(t)
+            t.data[i] = x - h; let down = anchor.penalty(t)
+            t.data[i] = x
+            let numeric = (up - down) / Double(2 * h)
+            #expect(abs(numeric - Double(t.grad[i])) < 1e-3 * max(1, abs(numeric)), "element \(i)")
+            if [1, 4].contains(i / 3) { #expect(t.grad[i] == 0) }
+        }
+    }
+
+    /// Trained with a strong anchor, the text-started rows stay nearer their start than without
+    /// one; a plain model asked for an anchor is told to use the llm2 kind.
+    @Test(arguments: ["llm2sasrec", "llm2bert4rec"])
+    func holdsTextRowsNearTheirStart(kind: String) throws {
+        let dir = try TemporaryDirectory()
+        let cache = EmbeddingCache(modelID: "test@0-0", dimension: 24)
+        var rng = RandomSource(seed: 2)
+        for i in 0..<30 { try cache.add(id: "i\(i)", vector: (0..<24).map { _ in rng.normal() }, textHash: 0) }
+        try cache.save(to: dir.path("v.cache"))
+        var job = TrainingJob(kind: kind, dataset: CatalogueTests.walks(), holdout: .loo, source: "walks")
+        job.embeddings = dir.path("v.cache")
+        func drift(_ anchor: String) throws -> Float {
+            let settings = ["width": "16", "heads": "2", "max_length": "12", "epochs": "3", "batch_size": "8", "text_anchor": anchor]
+            let model = try ModelCatalogue.standard.train(job, settings: settings).model
+            let (table, items, projection): ([Float], [String], TextProjection) = try {
+                if let m = model as? SASRec { return (m.store.floats("item_embedding"), m.items, try #require(m.textProjection)) }
+                let m = try #require(model as? BERT4Rec)
+                return (m.store.floats("item_embedding"), m.items, try #require(m.textProjection))
+            }()
+            var sum: Float = 0
+            for (row, item) in items.enumerated() {
+                let start = projection.project(Array(cache.vector(for: item)!))
+                for j in 0..<16 { sum += (table[row * 16 + j] - start[j]) * (table[row * 16 + j] - start[j]) }
+            }
+            return sum
+        }
+        let free = try drift("0"), held = try drift("1000")
+        #expect(held < 0.2 * free, "anchored drift \(held), free \(free)")
+        job.kind = String(kind.dropFirst(4))
+        let error = modelError { _ = try ModelCatalogue.standard.train(job, settings: ["text_anchor": "1", "epochs": "1"]) }
+        #expect(error?.message.contains(kind) == true && error?.message.contains("text_anchor") == true)
     }
 }
