@@ -157,15 +157,6 @@ public final class BERT4Rec: CatalogScorer, @unchecked Sendable {
         for (i, history) in histories.enumerated() where history.isEmpty { (out + i * v).update(repeating: 0, count: v) }
     }
 
-    /// LLM2BERT4Rec: the item rows of the table (not [mask]) started from text.
-    @discardableResult
-    public func initializeItemEmbeddings(from cache: EmbeddingCache) throws -> [Int] {
-        let (projection, rows) = try TextProjection.initialize(table: store["item_embedding"].data, items: items, width: config.width,
-                                                               widthKey: "train.bert4rec.width", from: cache)
-        textProjection = projection
-        return rows
-    }
-
     // MARK: - snapshots
 
     public func snapshotWriter() throws -> SnapshotWriter {
@@ -196,7 +187,7 @@ public final class BERT4Rec: CatalogScorer, @unchecked Sendable {
 
 // MARK: - training (Cloze)
 
-public final class BERT4RecTrainer {
+public final class BERT4RecTrainer: EpochTrainer {
     public let model: BERT4Rec
     public var history: [EpochRecord] { loop.history }
     public var bestNDCG: Double { loop.stopping.bestNDCG }
@@ -324,33 +315,17 @@ public enum BERT4RecFamily: ModelFamily {
     public static func train(_ job: TrainingJob, settings: BERT4RecConfig) throws -> TrainingResult {
         let split = job.split()
         let model = BERT4Rec(config: settings, items: split.items)
-        var notes = ["init": "random"]
-        var textRows: [Int]? = nil
-        if job.kind == "llm2bert4rec" {
-            guard let embeddings = job.embeddings else {
-                throw ModelError(.unsupported, "llm2bert4rec needs item text embeddings; pass --embeddings CACHE (make one with `streamrec embed --items DIR/items.tsv --out CACHE`)")
-            }
-            let cache = try EmbeddingCache.load(path: embeddings)
-            let rows = try model.initializeItemEmbeddings(from: cache)
-            textRows = rows
-            job.log(String(format: "llm2bert4rec: %d of %d item embeddings initialised from text (PCA %d -> %d, scale %.4g)", rows.count,
-                           split.items.count, cache.dimension, settings.width, model.textProjection!.scale))
-            notes["init"] = "llm2bert4rec (\(embeddings))"
-        }
+        let start = try job.textStart("llm2bert4rec", table: model.store["item_embedding"], items: split.items, width: settings.width,
+                                      widthKey: "train.bert4rec.width")
+        model.textProjection = start?.projection
         model.training = .init(users: job.dataset.sequences.count, items: split.items.count,
                                interactions: split.train.reduce(0) { $0 + $1.count }, source: job.source)
         let trainer = BERT4RecTrainer(model: model)
-        trainer.anchor = try settings.anchor(table: model.store["item_embedding"], rows: textRows, width: settings.width,
+        trainer.anchor = try settings.anchor(table: model.store["item_embedding"], rows: start?.rows, width: settings.width,
                                              family: name, llmKind: "llm2bert4rec")
-        if job.resume, let checkpoint = job.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
-            try trainer.resume(from: checkpoint)
-            job.log("resumed from \(checkpoint) after epoch \(trainer.completedEpochs)")
-        }
-        job.log("training \(job.kind) on \(split.train.count) sequences, \(split.items.count) items, \(split.validation.count) validation cases")
-        try trainer.fit(split, checkpoint: job.checkpoint, progressInterval: job.progressInterval, progress: job.progress, log: job.log)
-        let summary = String(format: "trained %@: best validation NDCG@10 %.4f after %d epochs", job.kind, trainer.bestNDCG, trainer.completedEpochs)
-        return TrainingResult(model: model, history: trainer.history, summary: summary,
-                              reportSettings: settings.hyperParameters.merging(notes) { a, _ in a },
+        let (history, summary) = try job.run(trainer, on: split)
+        return TrainingResult(model: model, history: history, summary: summary,
+                              reportSettings: settings.hyperParameters.merging(["init": start?.note ?? "random"]) { a, _ in a },
                               warmStart: job.current.map { _ in "trained from scratch: BERT4Rec has no warm start" })
     }
 }

@@ -636,15 +636,10 @@ public enum DiffuRecFamily: ModelFamily {
         }
         let warm = job.current.map { "trained from scratch: \(settings.variant.rawValue) has no warm start (current: \($0.manifest.kind))" }
         let trainer = DiffuRecTrainer(model: model)
-        if job.resume, let checkpoint = job.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
-            try trainer.resume(from: checkpoint)
-            job.log("resumed from \(checkpoint) after epoch \(trainer.completedEpochs)")
-        }
         let samples = DiffuRecTrainer.samples(split.train).count
         let perEpoch = DiffuRecTrainer.samplesPerEpoch(samples, fraction: settings.prefixFraction)
-        job.log("training \(settings.variant.rawValue) on \(samples) prefix samples\(perEpoch < samples ? " (\(perEpoch) per epoch, drawn afresh)" : "") of \(split.train.count) sequences, \(split.items.count) items, \(split.validation.count) validation cases (sampler: \(settings.sampleSteps) of \(settings.steps) steps, \(settings.seeds) seed(s))")
-        try trainer.fit(split, checkpoint: job.checkpoint, progressInterval: job.progressInterval, progress: job.progress, log: job.log)
-        let summary = String(format: "trained %@: best validation NDCG@10 %.4f after %d epochs", settings.variant.rawValue, trainer.bestNDCG, trainer.completedEpochs)
-        return TrainingResult(model: model, history: trainer.history, summary: summary, reportSettings: settings.hyperParameters, warmStart: warm)
+        let (history, summary) = try job.run(trainer, on: split, name: settings.variant.rawValue,
+                                             what: "\(samples) prefix samples\(perEpoch < samples ? " (\(perEpoch) per epoch, drawn afresh)" : "") of \(split.train.count) sequences (sampler: \(settings.sampleSteps) of \(settings.steps) steps, \(settings.seeds) seed(s))")
+        return TrainingResult(model: model, history: history, summary: summary, reportSettings: settings.hyperParameters, warmStart: warm)
     }
 }

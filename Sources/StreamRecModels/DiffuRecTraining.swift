@@ -11,7 +11,7 @@ public struct DiffuRecSample: Sendable, Equatable {
     public var length: Int
 }
 
-public final class DiffuRecTrainer {
+public final class DiffuRecTrainer: EpochTrainer {
     public let model: DiffuRec
     public let config: DiffuRecConfig
     public var optimizer: Adam { loop.optimizer }

@@ -72,6 +72,33 @@ public struct TrainingJob {
     }
 }
 
+/// What the epoch-loop trainers (SASRec, BERT4Rec, DiffuRec) share, so a family runs one the
+/// same way (`TrainingJob.run`).
+public protocol EpochTrainer: AnyObject {
+    var history: [EpochRecord] { get }
+    var bestNDCG: Double { get }
+    var completedEpochs: Int { get }
+    func resume(from path: String) throws
+    func fit(_ split: EncodedSplit, checkpoint: String?, progressInterval: Double,
+             progress: ((TrainingProgress) -> Void)?, log: ((String) -> Void)?) throws
+}
+
+extension TrainingJob {
+    /// Resumes `trainer` from the job's checkpoint when asked and one exists, logs `what` it
+    /// trains on, trains, and returns the history and the summary line for `name`.
+    func run(_ trainer: some EpochTrainer, on split: EncodedSplit, name: String? = nil,
+             what: String? = nil) throws -> (history: [EpochRecord], summary: String) {
+        if resume, let checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
+            try trainer.resume(from: checkpoint)
+            log("resumed from \(checkpoint) after epoch \(trainer.completedEpochs)")
+        }
+        let name = name ?? kind
+        log("training \(name) on \(what ?? "\(split.train.count) sequences"), \(split.items.count) items, \(split.validation.count) validation cases")
+        try trainer.fit(split, checkpoint: checkpoint, progressInterval: progressInterval, progress: progress, log: log)
+        return (trainer.history, String(format: "trained %@: best validation NDCG@10 %.4f after %d epochs", name, trainer.bestNDCG, trainer.completedEpochs))
+    }
+}
+
 public struct TrainingResult {
     public var model: any CatalogueModel
     /// Per-epoch history for the report (empty for models without epochs).

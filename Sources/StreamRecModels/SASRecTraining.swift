@@ -60,7 +60,7 @@ public struct EncodedSplit: Sendable {
     }
 }
 
-public final class SASRecTrainer {
+public final class SASRecTrainer: EpochTrainer {
     public let model: SASRec
     public let config: SASRecConfig
     public var optimizer: Adam { loop.optimizer }
@@ -213,19 +213,9 @@ public enum SASRecFamily: ModelFamily {
         }
         let split = job.split(leadingItems: base?.items ?? [])
         let model = SASRec(config: settings, items: split.items)
-        var notes: [String: String] = ["init": "random"]
-        var textRows: [Int]? = nil
-        if job.kind == "llm2sasrec" {
-            guard let embeddings = job.embeddings else {
-                throw ModelError(.unsupported, "llm2sasrec needs item text embeddings; pass --embeddings CACHE (make one with `streamrec embed --items DIR/items.tsv --out CACHE`)")
-            }
-            let cache = try EmbeddingCache.load(path: embeddings)
-            let initialised = try model.initializeItemEmbeddings(from: cache)
-            textRows = initialised
-            job.log(String(format: "llm2sasrec: %d of %d item embeddings initialised from text (PCA %d -> %d, scale %.4g)", initialised.count,
-                           split.items.count, cache.dimension, settings.width, model.textProjection!.scale))
-            notes["init"] = "llm2sasrec (\(embeddings))"
-        }
+        let start = try job.textStart("llm2sasrec", table: model.store["item_embedding"], items: split.items, width: settings.width,
+                                      widthKey: "train.sasrec.width")
+        model.textProjection = start?.projection
         if let base {
             warm = model.warmStart(from: base).description
         }
@@ -235,16 +225,10 @@ public enum SASRecFamily: ModelFamily {
         let trainer = SASRecTrainer(model: model)
         // Anchored at the rows as started (a warm start's copied rows included), before a resume
         // overwrites the table: a resumed run holds the rows to the same start.
-        trainer.anchor = try settings.anchor(table: model.store["item_embedding"], rows: textRows, width: settings.width,
+        trainer.anchor = try settings.anchor(table: model.store["item_embedding"], rows: start?.rows, width: settings.width,
                                              family: name, llmKind: "llm2sasrec")
-        if job.resume, let checkpoint = job.checkpoint, FileManager.default.fileExists(atPath: checkpoint) {
-            try trainer.resume(from: checkpoint)
-            job.log("resumed from \(checkpoint) after epoch \(trainer.completedEpochs)")
-        }
-        job.log("training \(job.kind) on \(split.train.count) sequences, \(split.items.count) items, \(split.validation.count) validation cases")
-        try trainer.fit(split, checkpoint: job.checkpoint, progressInterval: job.progressInterval, progress: job.progress, log: job.log)
-        let summary = String(format: "trained %@: best validation NDCG@10 %.4f after %d epochs", job.kind, trainer.bestNDCG, trainer.completedEpochs)
-        return TrainingResult(model: model, history: trainer.history, summary: summary,
-                              reportSettings: settings.hyperParameters.merging(notes) { a, _ in a }, warmStart: warm)
+        let (history, summary) = try job.run(trainer, on: split)
+        return TrainingResult(model: model, history: history, summary: summary,
+                              reportSettings: settings.hyperParameters.merging(["init": start?.note ?? "random"]) { a, _ in a }, warmStart: warm)
     }
 }

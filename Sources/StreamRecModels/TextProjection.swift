@@ -261,13 +261,19 @@ extension TextStartSettings {
     }
 }
 
-extension SASRec {
-    /// LLM2SASRec: the item table's rows started from text (see TextProjection.initialize); returns those rows.
-    @discardableResult
-    public func initializeItemEmbeddings(from cache: EmbeddingCache) throws -> [Int] {
-        let (projection, rows) = try TextProjection.initialize(table: store["item_embedding"].data, items: items, width: config.width,
-                                                               widthKey: "train.sasrec.width", from: cache)
-        textProjection = projection
-        return rows
+extension TrainingJob {
+    /// LLM2SASRec, LLM2BERT4Rec: when the job is `llmKind`, starts the item rows of `table`
+    /// (row i = items[i]) from the job's text embeddings (TextProjection.initialize) and logs it;
+    /// nil for the plain kind. The note is the report's "init".
+    func textStart(_ llmKind: String, table: Tensor, items: [String], width: Int,
+                   widthKey: String) throws -> (projection: TextProjection, rows: [Int], note: String)? {
+        guard kind == llmKind else { return nil }
+        guard let embeddings else {
+            throw ModelError(.unsupported, "\(llmKind) needs item text embeddings; pass --embeddings CACHE (make one with `streamrec embed --items DIR/items.tsv --out CACHE`)")
+        }
+        let cache = try EmbeddingCache.load(path: embeddings)
+        let (projection, rows) = try TextProjection.initialize(table: table.data, items: items, width: width, widthKey: widthKey, from: cache)
+        log("\(llmKind): \(rows.count) of \(items.count) item embeddings initialised from text (PCA \(cache.dimension) -> \(width), scale \(String(format: "%.4g", projection.scale)))")
+        return (projection, rows, "\(llmKind) (\(embeddings))")
     }
 }

@@ -185,7 +185,10 @@ func clusteredCache(clusters: Int, perCluster: Int, dimension: Int = 8, seed: UI
         config.width = 8; config.maxLength = 6
         let model = SASRec(config: config, items: items)
         let before = model.store.floats("item_embedding")
-        #expect(try model.initializeItemEmbeddings(from: cache).count == cache.count)
+        let (projection, rows) = try TextProjection.initialize(table: model.store["item_embedding"].data, items: items, width: config.width,
+                                                               widthKey: "width", from: cache)
+        model.textProjection = projection
+        #expect(rows == Array(0..<cache.count))
         let after = model.store.floats("item_embedding")
         let d = config.width, last = items.count - 1
         #expect(Array(after[(last * d)...]) == Array(before[(last * d)...]))   // no text: random init kept
