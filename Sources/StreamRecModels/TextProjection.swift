@@ -198,16 +198,21 @@ extension TextProjection {
 }
 
 /// Holds text-started item rows near their start while training: L2-SP (Li, Grandvalet & Davoine,
-/// "Explicit inductive bias for transfer learning", ICML 2018), with the text start as the prior.
+/// "Explicit inductive bias for transfer learning", ICML 2018) with the text start as the prior,
+/// up to one common scale.
 ///
-///   penalty   = (lambda / 2) * sum_r ||E_r - A_r||^2      r: rows started from text, A_r their start
-///   gradient  = lambda * (E_r - A_r)                       added to the loss's before the update
+///   alpha     = <E, A> / <A, A>                           over the anchored rows (the best scale)
+///   penalty   = (lambda / 2) * sum_r ||E_r - alpha A_r||^2   r: rows started from text, A_r their start
+///   gradient  = lambda * (E_r - alpha A_r)                 (alpha is optimal, so d penalty / d alpha = 0)
 ///
 /// Why: with the full softmax every row gets a gradient at every step as a negative, and Adam
 /// scales even a tiny steady gradient up to a full step, so a rare item's row drifts from its
 /// text start although the data say little about it (the start "fades": LLM2SASRec converged
 /// on Beauty ties SASRec). The pull is added to the gradient, not decoupled, on purpose: where
 /// the data speak (popular items) their gradient dominates, where they barely do the pull does.
+/// The common scale lets the table grow as training needs (logits sharpen): anchored at the
+/// start's own small scale (the init's), the pull acted as a weight decay and slowed training
+/// (Beauty pilots, docs/benchmarks.md).
 public struct TextAnchor: Sendable {
     public let strength: Float
     public let width: Int
@@ -227,24 +232,39 @@ public struct TextAnchor: Sendable {
         self.start = start
     }
 
-    /// (lambda / 2) * sum_r ||E_r - A_r||^2.
+    /// alpha = <E, A> / <A, A> over the anchored rows.
+    public func scale(_ table: Tensor) -> Float {
+        var ea = 0.0, aa = 0.0
+        for (i, r) in rows.enumerated() {
+            for j in 0..<width {
+                let a = Double(start[i * width + j])
+                ea += Double(table.data[r * width + j]) * a
+                aa += a * a
+            }
+        }
+        return aa > 0 ? Float(ea / aa) : 0
+    }
+
+    /// (lambda / 2) * sum_r ||E_r - alpha A_r||^2.
     public func penalty(_ table: Tensor) -> Double {
+        let alpha = scale(table)
         var sum = 0.0
         for (i, r) in rows.enumerated() {
             for j in 0..<width {
-                let e = Double(table.data[r * width + j] - start[i * width + j])
+                let e = Double(table.data[r * width + j] - alpha * start[i * width + j])
                 sum += e * e
             }
         }
         return Double(strength) / 2 * sum
     }
 
-    /// table.grad += lambda * (E - A) on the anchored rows.
+    /// table.grad += lambda * (E - alpha A) on the anchored rows.
     public func addGradient(to table: Tensor) {
         guard strength > 0 else { return }
+        let alpha = scale(table)
         let e = table.data, g = table.grad
         for (i, r) in rows.enumerated() {
-            for j in 0..<width { g[r * width + j] += strength * (e[r * width + j] - start[i * width + j]) }
+            for j in 0..<width { g[r * width + j] += strength * (e[r * width + j] - alpha * start[i * width + j]) }
         }
     }
 }
