@@ -15,6 +15,7 @@ public enum MetricNames {
     public static let assignedPartitions = "streamrec_assigned_partitions"
     public static let deliveryRetries = "streamrec_delivery_retries_total"
     public static let rebalances = "streamrec_rebalances_total"
+    public static let partitionsRevoked = "streamrec_partitions_revoked_total" // partitions given up (all of them per rebalance under an eager assignor, only those that move under cooperative-sticky)
     public static let sessionsExpired = "streamrec_sessions_expired_total"
     public static let consumerErrors = "streamrec_consumer_errors_total"
     public static let offsetGaps = "streamrec_offset_gaps_total"             // input records the broker skipped
@@ -49,6 +50,7 @@ public final class PipelineMetrics: @unchecked Sendable {
     let assignedPartitions: Gauge
     let deliveryRetries: Counter
     let rebalances: Counter
+    let partitionsRevoked: Counter
     let sessionsExpired: Counter
     let consumerErrors: Counter
     let offsetGaps: Counter
@@ -82,6 +84,7 @@ public final class PipelineMetrics: @unchecked Sendable {
         assignedPartitions = Gauge(label: MetricNames.assignedPartitions, factory: factory)
         deliveryRetries = Counter(label: MetricNames.deliveryRetries, factory: factory)
         rebalances = Counter(label: MetricNames.rebalances, factory: factory)
+        partitionsRevoked = Counter(label: MetricNames.partitionsRevoked, factory: factory)
         sessionsExpired = Counter(label: MetricNames.sessionsExpired, factory: factory)
         consumerErrors = Counter(label: MetricNames.consumerErrors, factory: factory)
         offsetGaps = Counter(label: MetricNames.offsetGaps, factory: factory)

@@ -661,6 +661,7 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
 
     public func partitionsRevoked(_ partitions: [TopicPartition], pending: [KafkaMessage], consumer: KafkaConsumer) {
         logger.info("revoked \(partitions.map(\.description).joined(separator: ", ")) with \(pending.count) pending records")
+        metrics.partitionsRevoked.increment(by: partitions.count)
         if !pending.isEmpty {
             do {
                 try process(pending)

@@ -197,6 +197,47 @@ import StreamRecStorage
         #expect(try Self.storedSessions(second.state.directory) == expected, "the instance left holds every session, restored from the changelog")
     }
 
+    /// A second instance joins and leaves a running one under either assignor: every input is
+    /// answered and every session exact. Under cooperative-sticky the first instance gives up only
+    /// the partitions that move (2 of 4) and keeps answering the others through the rebalance;
+    /// under the eager default it gives up all 4 at each rebalance of the join (the mock cluster
+    /// runs two), then gets 2 back.
+    @Test(arguments: ["range,roundrobin", "cooperative-sticky"])
+    func aJoiningInstanceTakesOverPartitions(assignor: String) throws {
+        let h = try MockClusterHarness(partitions: 4, trainingSequences: Self.training)
+        var expected: [String: [String]] = [:]
+        var a = h.config()
+        a.kafka.consumerProperties["partition.assignment.strategy"] = assignor
+        var b = a
+        b.state.directory = h.work.appendingPathComponent("state-b").path
+        try h.produce(Self.events(0..<300, users: 40, into: &expected))
+        let first = try h.startService(config: a)
+        _ = try h.read(h.output) { $0.count >= 300 }
+        #expect(first.metric("streamrec_partitions_revoked_total") ?? 0 == 0)
+
+        let second = try h.startService(config: b)
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, !(first.metric("streamrec_assigned_partitions") == 2 && second.metric("streamrec_assigned_partitions") == 2) {
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(first.metric("streamrec_assigned_partitions") == 2 && second.metric("streamrec_assigned_partitions") == 2)
+        let revoked = first.metric("streamrec_partitions_revoked_total") ?? 0
+        if assignor == "cooperative-sticky" {
+            #expect(revoked == 2, "only the partitions that moved")
+        } else {
+            #expect(revoked >= 4 && revoked.truncatingRemainder(dividingBy: 4) == 0, "every partition at each rebalance: \(revoked)")
+        }
+        try h.produce(Self.events(300..<600, users: 40, into: &expected))
+        _ = try h.read(h.output) { Set(Self.sources($0)).count >= 600 }
+
+        second.stop()   // leaves the group: its partitions come back to the first instance
+        try h.produce(Self.events(600..<700, users: 40, into: &expected))
+        let all = try h.read(h.output) { Set(Self.sources($0)).count >= 700 }
+        first.stop()
+        #expect(Set(Self.sources(all)).count == 700, "every input answered")
+        #expect(try Self.storedSessions(a.state.directory) == expected, "the instance left holds every session")
+    }
+
     @Test func theAuditFindsInputsWithoutAnswerAndCountsDuplicates() throws {
         let h = try MockClusterHarness(partitions: 2, trainingSequences: Self.training)
         var expected: [String: [String]] = [:]
