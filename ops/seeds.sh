@@ -13,8 +13,11 @@
 #   Beauty  BERT4Rec --max-length 50 --mask-prob 0.6 (BERT4Rec's paper for Beauty) --dropout 0.3, eval every 5, patience 4
 #   ML-1M   SASRec   ops/ml1m-sasrec.sh's stage 1; BERT4Rec: ops/bert4rec.sh's defaults
 # The llm2 variants add --embeddings $EMB (default var/text/DATA.emb, made with `streamrec embed`
-# if missing). Resumable: a finished run (its .eval.json exists) is skipped, an interrupted one
-# continues from its checkpoint. JOBS runs go side by side on THREADS threads each (default 2 x 1).
+# if missing). STEP=N (default 0): after each run, N more epochs from its last checkpoint at a
+# tenth of the learning rate (validated every epoch; the best validated weights win), tabulated as
+# NAME+step, as ops/ml1m-sasrec.sh's stage 2. Resumable: a finished run (its .eval.json exists)
+# is skipped, an interrupted one continues from its checkpoint. JOBS runs go side by side on
+# THREADS threads each (default 2 x 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BIN:-.build/release/streamrec}
@@ -28,6 +31,7 @@ THREADS=${THREADS:-1}
 EMB=${EMB:-var/text/$SET.emb}
 EXTRA=${EXTRA:-}
 NAME=${NAME:-}
+STEP=${STEP:-0}
 mkdir -p "$OUT" "$(dirname "$EMB")"
 [ -x "$B" ] || { echo "seeds: $B not built; run make release" >&2; exit 2; }
 case " $VARIANTS " in *" llm2"*)
@@ -47,16 +51,30 @@ recipe() {  # family -> its arguments on this data set
 one() {
   local model=$1 seed=$2 family=${1#llm2} emb=""
   [ "$model" != "$family" ] && emb="--embeddings $EMB"
-  local base="$OUT/$SET-${NAME:-$model}-s$seed"
-  [ -s "$base.eval.json" ] && { echo "skip $base (done)"; return 0; }
-  local resume=""; [ -f "$base.snap.ckpt" ] && resume="--resume"
-  local args; args=$(recipe "$family")
-  echo "$(date +%T) start $base"
+  local base="$OUT/$SET-${NAME:-$model}-s$seed" args
+  args=$(recipe "$family")
+  if [ ! -s "$base.eval.json" ]; then
+    local resume=""; [ -f "$base.snap.ckpt" ] && resume="--resume"
+    echo "$(date +%T) start $base"
+    # shellcheck disable=SC2086
+    STREAMREC_THREADS=$THREADS "$B" train --model "$model" $emb --data "$DATA" --out "$base.snap" --seed "$seed" \
+      $args $resume $EXTRA > "$base.train.log" 2>&1
+    STREAMREC_THREADS=$THREADS "$B" evaluate --snapshot "$base.snap" --data "$DATA" --json "$base.eval.json" > "$base.eval.txt" 2>&1
+    echo "$(date +%T) done  $base: $(grep -a 'validation NDCG' "$base.train.log" | tail -n 1)"
+  fi
+  [ "$STEP" -gt 0 ] || return 0
+  local step="$OUT/$SET-${NAME:-$model}+step-s$seed"
+  [ -s "$step.eval.json" ] && return 0
+  if [ ! -f "$step.target" ]; then
+    cp "$base.snap.ckpt" "$step.snap.ckpt"
+    echo $(( $(grep -a -o '"epochs_done":"[0-9]*' "$step.snap.ckpt" | head -n 1 | grep -o '[0-9]*$') + STEP )) > "$step.target"
+  fi
+  local lr; lr=$(python3 -c "import re; a='$args $EXTRA'; m=re.search(r'--(?:lr|learning-rate) (\S+)', a); print(float(m.group(1) if m else 1e-3) / 10)")
   # shellcheck disable=SC2086
-  STREAMREC_THREADS=$THREADS "$B" train --model "$model" $emb --data "$DATA" --out "$base.snap" --seed "$seed" \
-    $args $resume $EXTRA > "$base.train.log" 2>&1
-  STREAMREC_THREADS=$THREADS "$B" evaluate --snapshot "$base.snap" --data "$DATA" --json "$base.eval.json" > "$base.eval.txt" 2>&1
-  echo "$(date +%T) done  $base: $(grep -a 'validation NDCG' "$base.train.log" | tail -n 1)"
+  STREAMREC_THREADS=$THREADS "$B" train --model "$model" $emb --data "$DATA" --out "$step.snap" --seed "$seed" \
+    $args $EXTRA --epochs "$(cat "$step.target")" --eval-every 1 --patience 1000 --lr "$lr" --resume > "$step.train.log" 2>&1
+  STREAMREC_THREADS=$THREADS "$B" evaluate --snapshot "$step.snap" --data "$DATA" --json "$step.eval.json" > "$step.eval.txt" 2>&1
+  echo "$(date +%T) done  $step: $(grep -a 'validation NDCG' "$step.train.log" | tail -n 1)"
 }
 
 pids=()
