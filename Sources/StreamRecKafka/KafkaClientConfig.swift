@@ -11,12 +11,22 @@ public struct KafkaClientConfig: Sendable, Equatable {
         case readUncommitted = "read_uncommitted"
     }
 
+    /// How a group divides partitions among its members.
+    public enum Assignor: String, Sendable, CaseIterable {
+        /// Eager: every rebalance takes every partition from every member, then hands them out.
+        case range
+        /// Incremental (KIP-429): only partitions that change owner are revoked; the others keep
+        /// being served through the rebalance, and the assignment stays as it was where it can.
+        case cooperativeSticky = "cooperative-sticky"
+    }
+
     public var brokers: String
     public var clientID: String?
     /// Consumers: the group. Readers that only assign() still need one; give them a private one.
     public var groupID: String?
     /// Static membership (`group.instance.id`).
     public var groupInstanceID: String?
+    public var assignor: Assignor?
     public var offsetReset: OffsetReset?
     public var autoCommit: Bool?
     public var isolation: Isolation?
@@ -50,6 +60,7 @@ public struct KafkaClientConfig: Sendable, Equatable {
         set("client.id", clientID)
         set("group.id", groupID)
         set("group.instance.id", groupInstanceID)
+        set("partition.assignment.strategy", assignor?.rawValue)
         set("auto.offset.reset", offsetReset?.rawValue)
         set("enable.auto.commit", autoCommit)
         set("isolation.level", isolation?.rawValue)

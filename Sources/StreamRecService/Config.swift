@@ -1,6 +1,7 @@
 // Configuration: Sendable structs with documented defaults, and ConfigLoader, the one place that
 // reads every key (file, then environment, then command-line flags; later wins).
 import Foundation
+import StreamRecKafka
 import StreamRecModels
 import StreamRecStorage
 import Yams
@@ -26,6 +27,9 @@ public struct StreamRecConfig: Sendable {
         public var instanceID: String? = nil
         /// Join the group as a static member named instanceID (group.instance.id).
         public var staticMembership = true
+        /// How the group divides the input's partitions (cooperative-sticky: only partitions that
+        /// move are revoked, and members keep what they had where they can).
+        public var assignor: KafkaClientConfig.Assignor = .cooperativeSticky
         /// Longest a transaction may stay open before the broker aborts it (exactly-once mode).
         public var transactionTimeoutMs = 10_000
         public var clientID = "streamrec"
@@ -201,6 +205,11 @@ public enum ConfigLoader {
             return nil
         },
         bool("kafka.static_membership", "with kafka.instance_id: join as a static member (a restart within session.timeout.ms keeps its partitions); false on brokers that never expire static members (tansu 0.6)", \.kafka.staticMembership),
+        Key(name: "kafka.assignor", doc: "cooperative-sticky | range — how the group divides the input's partitions (cooperative-sticky revokes only the partitions that move; range revokes all at every rebalance)") { c, v in
+            guard let a = KafkaClientConfig.Assignor(rawValue: v) else { return "must be 'cooperative-sticky' or 'range', got '\(v)'" }
+            c.kafka.assignor = a
+            return nil
+        },
         int("kafka.transaction_timeout_ms", "exactly-once: longest a transaction stays open before the broker aborts it (ms)", 1_000...900_000, \.kafka.transactionTimeoutMs),
         Key(name: "delivery", doc: "at_least_once | exactly_once — how answers reach the output topic") { c, v in
             guard let mode = DeliveryMode(rawValue: v) else { return "must be 'at_least_once' or 'exactly_once', got '\(v)'" }

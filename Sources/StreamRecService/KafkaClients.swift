@@ -32,6 +32,7 @@ enum KafkaClients {
     static func consumer(_ config: StreamRecConfig, brokers: String) -> KafkaClientConfig {
         var c = consumerBase(config, brokers: brokers)
         c.groupID = config.kafka.groupID
+        c.assignor = config.kafka.assignor
         // A crashed instance's partitions move after this long; the default 45 s is slow for a stream.
         c.sessionTimeoutMs = 10_000
         c.heartbeatIntervalMs = 2_000

@@ -202,12 +202,12 @@ import StreamRecStorage
     /// the partitions that move (2 of 4) and keeps answering the others through the rebalance;
     /// under the eager default it gives up all 4 at each rebalance of the join (the mock cluster
     /// runs two), then gets 2 back.
-    @Test(arguments: ["range,roundrobin", "cooperative-sticky"])
-    func aJoiningInstanceTakesOverPartitions(assignor: String) throws {
+    @Test(arguments: KafkaClientConfig.Assignor.allCases)
+    func aJoiningInstanceTakesOverPartitions(assignor: KafkaClientConfig.Assignor) throws {
         let h = try MockClusterHarness(partitions: 4, trainingSequences: Self.training)
         var expected: [String: [String]] = [:]
         var a = h.config()
-        a.kafka.consumerProperties["partition.assignment.strategy"] = assignor
+        a.kafka.assignor = assignor
         var b = a
         b.state.directory = h.work.appendingPathComponent("state-b").path
         try h.produce(Self.events(0..<300, users: 40, into: &expected))
@@ -222,7 +222,7 @@ import StreamRecStorage
         }
         #expect(first.metric("streamrec_assigned_partitions") == 2 && second.metric("streamrec_assigned_partitions") == 2)
         let revoked = first.metric("streamrec_partitions_revoked_total") ?? 0
-        if assignor == "cooperative-sticky" {
+        if assignor == .cooperativeSticky {
             #expect(revoked == 2, "only the partitions that moved")
         } else {
             #expect(revoked >= 4 && revoked.truncatingRemainder(dividingBy: 4) == 0, "every partition at each rebalance: \(revoked)")
