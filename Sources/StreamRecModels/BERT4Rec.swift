@@ -22,6 +22,10 @@
 //                                                     table at the masked positions only
 //   sec. 3.6 test: append [mask] to the sequence       scoreAll: the last L-1 items, then [mask];
 //                                                     the final block runs at the [mask] alone
+//   2402.01339 sec. 4: item table from PCA(text)       TrainingJob.textStart (LLM2BERT4Rec); ours, not
+//                                                     the paper's: text_anchor adds
+//                                                     lambda (E_r - alpha A_r) to the table's gradient
+//                                                     (TextAnchor, L2-SP toward the text start)
 // Serving: no per-user cache (a bidirectional model's earlier positions change with every new
 // item); each event re-runs the window for its user, batched across the micro-batch, with the
 // final block computed only at the [mask] position (TransformerBlock's last-position mode).

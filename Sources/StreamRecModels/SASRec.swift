@@ -15,6 +15,10 @@
 // Serving a full pass needs only each window's last row [B,d]: the final block computes K and V
 // for every position, and the query, Wo, FFN and LNf for the last row alone (`lastOnly`).
 //
+// LLM2SASRec (kind llm2sasrec, arXiv 2402.01339 sec. 4): E starts from the PCA of the items'
+// text embeddings (TextProjection.swift); text_anchor > 0 also adds lambda (E_r - alpha A_r) to
+// E's gradient while training (TextAnchor: L2-SP toward the text start A, up to one scale alpha).
+//
 // Parameters: one contiguous buffer, in the order of `parameterSpecs` (the snapshot's tensors).
 //
 // Position scheme: LEFT-aligned. A session's first item in the window is position 0, so an
