@@ -17,7 +17,9 @@
 # tenth of the learning rate (validated every epoch; the best validated weights win), tabulated as
 # NAME+step, as ops/ml1m-sasrec.sh's stage 2. Resumable: a finished run (its .eval.json exists)
 # is skipped, an interrupted one continues from its checkpoint. JOBS runs go side by side on
-# THREADS threads each (default 2 x 1).
+# THREADS threads each (default 2 x 1). FINISH=1 ends unfinished runs where their checkpoints
+# are: each is saved with its best validated weights so far and evaluated (a shorter budget than
+# early stopping would give it; the log says how many epochs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BIN:-.build/release/streamrec}
@@ -32,6 +34,7 @@ EMB=${EMB:-var/text/$SET.emb}
 EXTRA=${EXTRA:-}
 NAME=${NAME:-}
 STEP=${STEP:-0}
+FINISH=${FINISH:-0}
 mkdir -p "$OUT" "$(dirname "$EMB")"
 [ -x "$B" ] || { echo "seeds: $B not built; run make release" >&2; exit 2; }
 case " $VARIANTS " in *" llm2"*)
@@ -55,10 +58,14 @@ one() {
   args=$(recipe "$family")
   if [ ! -s "$base.eval.json" ]; then
     local resume=""; [ -f "$base.snap.ckpt" ] && resume="--resume"
+    if [ "$FINISH" = 1 ]; then
+      [ -n "$resume" ] || return 0
+      resume="--resume --epochs $(grep -a -o '"epochs_done":"[0-9]*' "$base.snap.ckpt" | head -n 1 | grep -o '[0-9]*$')"
+    fi
     echo "$(date +%T) start $base"
     # shellcheck disable=SC2086
     STREAMREC_THREADS=$THREADS "$B" train --model "$model" $emb --data "$DATA" --out "$base.snap" --seed "$seed" \
-      $args $resume $EXTRA > "$base.train.log" 2>&1
+      $args $EXTRA $resume >> "$base.train.log" 2>&1
     STREAMREC_THREADS=$THREADS "$B" evaluate --snapshot "$base.snap" --data "$DATA" --json "$base.eval.json" > "$base.eval.txt" 2>&1
     echo "$(date +%T) done  $base: $(grep -a 'validation NDCG' "$base.train.log" | tail -n 1)"
   fi
