@@ -16,7 +16,10 @@ for path in sorted(glob.glob(f"{out}/{data}-*-s*.eval.json")):
     m = re.fullmatch(rf"{re.escape(data)}-(.+)-s(\d+)\.eval\.json", os.path.basename(path))
     if not m:
         continue  # another evaluation's file (e.g. SNAP.eval.json from a by-hand evaluate)
-    rows.setdefault(m.group(1), []).append((int(m.group(2)), json.load(open(path))))
+    r = json.load(open(path))
+    if "historyExcluded" not in r:
+        continue  # not an evaluation report (e.g. a stage marked as skipped)
+    rows.setdefault(m.group(1), []).append((int(m.group(2)), r))
 names = [n for n in order if n in rows] or sorted(rows)
 cols = [("hitRate", 5), ("hitRate", 10), ("hitRate", 20), ("ndcg", 5), ("ndcg", 10), ("ndcg", 20)]
 for proto, title in (("historyExcluded", "history excluded"), ("all", "all items")):
