@@ -184,7 +184,7 @@ public protocol TextStartSettings: ModelSettings {
 
 extension SettingKey where Settings: TextStartSettings {
     static func textAnchor() -> SettingKey {
-        .float("text_anchor", "llm2 kinds: strength of the pull of each text-started item row back to its start (L2-SP: gradient += text_anchor * (row - start)); 0 = a start only",
+        .float("text_anchor", "llm2 kinds: strength of the pull of each text-started item row back to its start (L2-SP up to one common scale alpha: gradient += text_anchor * (row - alpha * start)); 0 = a start only",
                0...1e6, \.textAnchor)
     }
 }

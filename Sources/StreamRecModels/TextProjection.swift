@@ -219,6 +219,8 @@ public struct TextAnchor: Sendable {
     public let rows: [Int]
     /// A_r, [rows.count, width].
     let start: [Float]
+    /// <A, A>, fixed: computed once, not at every step.
+    let startNormSquared: Double
 
     /// Anchors `rows` of `table` [*, width] at their current values.
     public init(table: Tensor, rows: [Int], width: Int, strength: Float) {
@@ -230,19 +232,16 @@ public struct TextAnchor: Sendable {
             for j in 0..<width { start[i * width + j] = table.data[r * width + j] }
         }
         self.start = start
+        startNormSquared = start.reduce(0.0) { $0 + Double($1) * Double($1) }
     }
 
     /// alpha = <E, A> / <A, A> over the anchored rows.
     public func scale(_ table: Tensor) -> Float {
-        var ea = 0.0, aa = 0.0
+        var ea = 0.0
         for (i, r) in rows.enumerated() {
-            for j in 0..<width {
-                let a = Double(start[i * width + j])
-                ea += Double(table.data[r * width + j]) * a
-                aa += a * a
-            }
+            for j in 0..<width { ea += Double(table.data[r * width + j]) * Double(start[i * width + j]) }
         }
-        return aa > 0 ? Float(ea / aa) : 0
+        return startNormSquared > 0 ? Float(ea / startNormSquared) : 0
     }
 
     /// (lambda / 2) * sum_r ||E_r - alpha A_r||^2.
