@@ -35,6 +35,9 @@ public struct KafkaClientConfig: Sendable, Equatable {
     public var fetchWaitMaxMs: Int?
     public var fetchMaxBytes: Int?
     public var maxPartitionFetchBytes: Int?
+    /// Prefetched messages librdkafka keeps queued before it pauses fetching (`queued.min.messages`;
+    /// its default, 100,000, is counted over the consumer's one queue of all partitions).
+    public var queuedMinMessages: Int?
     /// Producers: acks=all with idempotence (per-partition order through retries).
     public var idempotent: Bool?
     public var lingerMs: Int?
@@ -69,6 +72,7 @@ public struct KafkaClientConfig: Sendable, Equatable {
         set("fetch.wait.max.ms", fetchWaitMaxMs)
         set("fetch.max.bytes", fetchMaxBytes)
         set("max.partition.fetch.bytes", maxPartitionFetchBytes)
+        set("queued.min.messages", queuedMinMessages)
         if idempotent == true {
             p["acks"] = "all"
             p["enable.idempotence"] = "true"

@@ -241,15 +241,19 @@ public final class ChangelogRestorer {
     }
 }
 
-/// Turns closed changelog batches into LevelDB writes: the latest record per user wins, dense ids
-/// come from this instance's vocabulary, and the offsets move only with whole batches.
+/// Turns closed changelog batches into LevelDB writes: dense ids come from this instance's
+/// vocabulary, and the offsets move only with whole batches. Records are staged in changelog
+/// order, so where a user appears twice (a changelog not compacted yet) the later put in the same
+/// LevelDB batch wins, as in the log.
 struct RestoreWriter {
     let sessions: SessionStore
     let vocabulary: Vocabulary
     let partition: Int32
     let changelogTopic: String
     let inputTopic: String
-    private var latest: [String: ChangelogRecord] = [:]
+    private var batch = WriteBatch()
+    /// Users staged since the last write (the cache forgets them once it is written).
+    private var users: [String] = []
     private var nextInput: Int64?
     private var nextChangelog: Int64?
     private(set) var lastNextInputOffset: Int64?
@@ -262,13 +266,22 @@ struct RestoreWriter {
         self.inputTopic = inputTopic
     }
 
-    var count: Int { latest.count }
+    /// Session records and tombstones staged since the last write.
+    var count: Int { users.count }
 
     mutating func add(_ records: [ChangelogRecord], nextInputOffset: Int64, nextChangelogOffset: Int64) throws {
         for record in records {
             switch record {
-            case .session(let user, _, _, _), .tombstone(let user): latest[user] = record
-            case .marker: break
+            case .session(let user, _, let lastSeenMs, let events):
+                let session = Session(user: user, events: events.map { SessionEvent(item: vocabulary.idOrAssign($0.item), timestampMs: $0.timestampMs) },
+                                      lastSeenMs: lastSeenMs, partition: partition)
+                sessions.stage(session, into: &batch)
+                users.append(user)
+            case .tombstone(let user):
+                sessions.stageRemoval(user, into: &batch)
+                users.append(user)
+            case .marker:
+                break
             }
         }
         nextInput = nextInputOffset
@@ -276,43 +289,25 @@ struct RestoreWriter {
         lastNextInputOffset = nextInputOffset
     }
 
-    /// Writes what is held; returns the number of sessions written or removed.
+    /// Writes what is staged; returns the number of session records and tombstones written.
     mutating func flush(sync: Bool) throws -> Int {
         guard let nextChangelog else { return 0 }
-        var batch = WriteBatch()
-        var written: [Session] = []
-        var removed: [String] = []
-        for record in latest.values {
-            switch record {
-            case .session(let user, _, let lastSeenMs, let events):
-                let session = Session(user: user, events: events.map { SessionEvent(item: vocabulary.idOrAssign($0.item), timestampMs: $0.timestampMs) },
-                                      lastSeenMs: lastSeenMs, partition: partition)
-                sessions.stage(session, into: &batch)
-                written.append(session)
-            case .tombstone(let user):
-                sessions.stageRemoval(user, into: &batch)
-                removed.append(user)
-            case .marker:
-                break
-            }
-        }
         vocabulary.stagePending(into: &batch)
         sessions.stageOffset(topic: changelogTopic, partition: partition, nextOffset: nextChangelog, into: &batch)
         if let nextInput { sessions.stageOffset(topic: inputTopic, partition: partition, nextOffset: nextInput, into: &batch) }
         do {
-            if sync {
-                try sessions.commit(batch, sessions: written, removed: removed)
-            } else {
-                try sessions.store.write(batch, sync: false)
-                // The cache holds only committed sessions: refresh what it may hold.
-                for user in written.map(\.user) + removed { sessions.forget(user) }
-            }
+            try sessions.store.write(batch, sync: sync)
         } catch {
             throw PipelineError(code: .storage, message: "LevelDB: writing restored sessions of partition \(partition) failed: \(error)")
         }
+        // The cache holds only committed sessions, so drop what it may hold of these users. It is
+        // not filled: a restore writes far more sessions than the cache keeps, and an LRU insert
+        // and eviction per session was a quarter of a 300,000-session restore's profile.
+        for user in users { sessions.forget(user) }
         vocabulary.didCommitPending()
-        let n = latest.count
-        latest.removeAll(keepingCapacity: true)
+        let n = users.count
+        users.removeAll(keepingCapacity: true)
+        batch = WriteBatch()
         self.nextChangelog = nil
         return n
     }

@@ -29,7 +29,7 @@ public struct StreamRecConfig: Sendable {
         public var staticMembership = true
         /// How the group divides the input's partitions (cooperative-sticky: only partitions that
         /// move are revoked, and members keep what they had where they can).
-        public var assignor: KafkaClientConfig.Assignor = .range
+        public var assignor: KafkaClientConfig.Assignor = .cooperativeSticky
         /// Longest a transaction may stay open before the broker aborts it (exactly-once mode).
         public var transactionTimeoutMs = 10_000
         public var clientID = "streamrec"
@@ -205,7 +205,7 @@ public enum ConfigLoader {
             return nil
         },
         bool("kafka.static_membership", "with kafka.instance_id: join as a static member (a restart within session.timeout.ms keeps its partitions); false on brokers that never expire static members (tansu 0.6)", \.kafka.staticMembership),
-        Key(name: "kafka.assignor", doc: "range | cooperative-sticky — how the group divides the input's partitions (range revokes every partition at every rebalance; cooperative-sticky only the partitions that move)") { c, v in
+        Key(name: "kafka.assignor", doc: "cooperative-sticky | range — how the group divides the input's partitions (cooperative-sticky revokes only the partitions that move; range, eager, revokes every partition at every rebalance). Every member of a group must use the same one: switching needs all instances stopped") { c, v in
             guard let a = KafkaClientConfig.Assignor(rawValue: v) else { return "must be 'range' or 'cooperative-sticky', got '\(v)'" }
             c.kafka.assignor = a
             return nil

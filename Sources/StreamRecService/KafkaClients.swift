@@ -35,7 +35,9 @@ enum KafkaClients {
         c.assignor = config.kafka.assignor
         // A crashed instance's partitions move after this long; the default 45 s is slow for a stream.
         c.sessionTimeoutMs = 10_000
-        c.heartbeatIntervalMs = 2_000
+        // A survivor learns of a rebalance at its next heartbeat, so failover waits up to one
+        // interval past the session timeout (Apache Kafka); 1 s keeps that within the 2 s budget.
+        c.heartbeatIntervalMs = 1_000
         c.fetchWaitMaxMs = 50
         // Nagle held small fetches and produce requests 40 ms a round (the demo's p50 was 40-48 ms).
         c.disableNagle = true
@@ -72,15 +74,28 @@ enum KafkaClients {
         return c
     }
 
-    /// The changelog reader of restores and standbys: whole transactions only (harmless in
-    /// at-least-once mode), large fetches.
+    /// The changelog reader of restores and standbys, with large fetches. It reads whole
+    /// transactions only in exactly-once mode, as Kafka Streams' restore consumer does. In
+    /// at-least-once mode nothing is transactional, and read_committed would only tie the restore
+    /// to the broker's last stable offset: tansu 0.6 held it below the high watermark and stalled
+    /// a restore (docs/operations.md, "Known broker limits").
     static func changelogReader(_ config: StreamRecConfig, brokers: String) -> KafkaClientConfig {
         var c = consumer(config, brokers: brokers)
         c.groupID = "\(config.kafka.groupID)-restore"
         c.groupInstanceID = nil
-        c.isolation = .readCommitted
+        c.isolation = config.delivery == .exactlyOnce ? .readCommitted : .readUncommitted
+        // A standby tails partitions nobody waits on: librdkafka's default wait, not the serving
+        // consumer's 50 ms. Each empty fetch costs the broker a storage listing per partition
+        // (tansu on S3), and 50 ms standbys of three instances kept moto busy enough to slow a
+        // restore to one batch every few seconds.
+        c.fetchWaitMaxMs = 500
         c.fetchMaxBytes = 52_428_800
         c.maxPartitionFetchBytes = 8_388_608
+        // A restore drains prefetched records faster than librdkafka refills them once 100,000
+        // (its default) are queued: fetching pauses, and polls came back empty for 2.1 s of a
+        // 3.3 s restore (300,000 sessions, 64 partitions). queued.max.messages.kbytes (64 MB)
+        // still bounds the memory.
+        c.queuedMinMessages = 1_000_000
         return c
     }
 

@@ -78,36 +78,36 @@ public enum ChangelogRecord: Sendable, Equatable {
     }
 
     /// Decodes one record as consumed; `where` names it in errors (topic, partition, offset).
-    public static func decode(key: [UInt8]?, value: [UInt8]?, where place: String) throws -> ChangelogRecord {
-        guard let key, !key.isEmpty else { throw corrupt(place, "has no key") }
+    public static func decode(key: [UInt8]?, value: [UInt8]?, where place: @autoclosure () -> String) throws -> ChangelogRecord {
+        guard let key, !key.isEmpty else { throw corrupt(place(), "has no key") }
         if key == markerKey {
-            guard let value else { throw corrupt(place, "is a marker without a value") }
+            guard let value else { throw corrupt(place(), "is a marker without a value") }
             var reader = ByteReader(value)
             guard reader.readUInt8() == markerKind, let next = reader.readInt64(), reader.remaining == 0 else {
-                throw corrupt(place, "is a marker of \(value.count) bytes, expected kind 2 and an 8-byte offset")
+                throw corrupt(place(), "is a marker of \(value.count) bytes, expected kind 2 and an 8-byte offset")
             }
             return .marker(nextInputOffset: next)
         }
-        guard let user = KeyFormat.utf8String(key) else { throw corrupt(place, "has a key that is not UTF-8") }
+        guard let user = KeyFormat.utf8String(key) else { throw corrupt(place(), "has a key that is not UTF-8") }
         guard let value else { return .tombstone(user: user) }
         var reader = ByteReader(value)
-        guard let kind = reader.readUInt8() else { throw corrupt(place, "has an empty value") }
-        guard kind == sessionKind else { throw corrupt(place, "has unknown record kind \(kind) (this build reads kind 1 and 2; a newer StreamRec wrote it?)") }
+        guard let kind = reader.readUInt8() else { throw corrupt(place(), "has an empty value") }
+        guard kind == sessionKind else { throw corrupt(place(), "has unknown record kind \(kind) (this build reads kind 1 and 2; a newer StreamRec wrote it?)") }
         guard let inputOffset = reader.readInt64(), let lastSeenMs = reader.readInt64(), let count = reader.readUInt32() else {
-            throw corrupt(place, "has a truncated session header")
+            throw corrupt(place(), "has a truncated session header")
         }
         // Each event takes at least 12 bytes: a count beyond that is corruption, not an allocation.
-        guard Int(count) * 12 <= reader.remaining else { throw corrupt(place, "declares \(count) events in \(reader.remaining) bytes") }
+        guard Int(count) * 12 <= reader.remaining else { throw corrupt(place(), "declares \(count) events in \(reader.remaining) bytes") }
         var events: [ExternalEvent] = []
         events.reserveCapacity(Int(count))
         for _ in 0..<count {
             guard let length = reader.readUInt32(), let bytes = reader.readBytes(Int(length)),
                   let item = KeyFormat.utf8String(bytes), let ts = reader.readInt64() else {
-                throw corrupt(place, "has a truncated or non-UTF-8 event")
+                throw corrupt(place(), "has a truncated or non-UTF-8 event")
             }
             events.append(ExternalEvent(item: item, timestampMs: ts))
         }
-        guard reader.remaining == 0 else { throw corrupt(place, "has \(reader.remaining) trailing bytes") }
+        guard reader.remaining == 0 else { throw corrupt(place(), "has \(reader.remaining) trailing bytes") }
         return .session(user: user, inputOffset: inputOffset, lastSeenMs: lastSeenMs, events: events)
     }
 
