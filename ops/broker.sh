@@ -111,6 +111,7 @@ case "${1:-}" in
   env)
     echo "export STREAMREC_BROKERS=127.0.0.1:$broker_port"
     echo "export LD_LIBRARY_PATH=$venv/librdkafka"
+    echo "export STREAMREC_STATE_CHANGELOG_ISOLATION=read_uncommitted"
     ;;
   logs)
     tail -n 50 "$dir"/*.log

@@ -35,8 +35,8 @@ public struct KafkaClientConfig: Sendable, Equatable {
     public var fetchWaitMaxMs: Int?
     public var fetchMaxBytes: Int?
     public var maxPartitionFetchBytes: Int?
-    /// Prefetched messages librdkafka keeps queued before it pauses fetching (`queued.min.messages`;
-    /// its default, 100,000, is counted over the consumer's one queue of all partitions).
+    /// Prefetched messages librdkafka aims to keep queued (`queued.min.messages`, default 100,000);
+    /// it pauses fetching above that.
     public var queuedMinMessages: Int?
     /// Producers: acks=all with idempotence (per-partition order through retries).
     public var idempotent: Bool?

@@ -20,7 +20,8 @@ public final class KafkaConsumer: @unchecked Sendable {
         props["enable.auto.commit"] = "false"
         props["enable.auto.offset.store"] = "false"
         props["enable.partition.eof"] = "false"
-        // Eager assignors: a revoke hands back every partition, and the listener drains first.
+        // Without an assignor given: eager ones (a revoke hands back every partition, and the
+        // listener drains first). StreamRec's serving consumer sets kafka.assignor.
         props["partition.assignment.strategy"] = props["partition.assignment.strategy"] ?? "range,roundrobin"
         client = try RDKafkaClient(kind: .consumer, properties: props)
         client.onRebalance = { [unowned self] event in self.rebalance(event) }

@@ -56,10 +56,9 @@ public final class ChangelogRestorer {
         standbyEnabled = config.state.standbyReplicas > 0
         readTimeoutMs = config.state.restoreTimeoutMs
         // Never joins or commits (assign() only); whole transactions only.
-        let p = KafkaClients.changelogReader(config, brokers: brokers).properties
-        readerProperties = p
+        readerProperties = KafkaClients.changelogReader(config, brokers: brokers, standby: false).properties
         transactional = config.delivery == .exactlyOnce
-        consumer = try KafkaConsumer(properties: p)
+        consumer = try KafkaConsumer(properties: KafkaClients.changelogReader(config, brokers: brokers, standby: true).properties)
         guard let count = try consumer.partitionCount(topic) else {
             throw ConfigError(key: "kafka.changelog_topic", source: "serve", message: "topic '\(topic)' does not exist; create it with `streamrec topics apply --brokers ...` (topology/topics.yaml declares it: compacted, as many partitions as '\(config.kafka.inputTopic)')")
         }

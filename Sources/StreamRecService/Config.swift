@@ -42,8 +42,11 @@ public struct StreamRecConfig: Sendable {
         public var directory = "./state"
         /// Keep warm copies of partitions owned elsewhere by tailing their changelog (0 = none).
         public var standbyReplicas = 0
-        /// Sessions written to LevelDB per restore write.
+        /// Session records written to LevelDB per restore write.
         public var restoreBatch = 10_000
+        /// How restores and standbys read the changelog in at-least-once mode (exactly-once
+        /// always reads committed data).
+        public var changelogIsolation: KafkaClientConfig.Isolation = .readCommitted
         /// A restore that makes no progress this long fails (ms).
         public var restoreTimeoutMs: Int32 = 60_000
     }
@@ -218,7 +221,12 @@ public enum ConfigLoader {
         },
         nonEmpty("state.directory", "LevelDB directory of this instance", \.state.directory),
         int("state.standby_replicas", "keep warm copies of partitions owned elsewhere (0 = off; any N >= 1 warms every partition not owned)", 0...100, \.state.standbyReplicas),
-        int("state.restore_batch", "sessions per LevelDB write while restoring from the changelog", 1...1_000_000, \.state.restoreBatch),
+        int("state.restore_batch", "session records per LevelDB write while restoring from the changelog", 1...1_000_000, \.state.restoreBatch),
+        Key(name: "state.changelog_isolation", doc: "read_committed | read_uncommitted — how restores and standbys read the changelog in at_least_once mode (exactly_once always reads committed). Keep read_committed on Apache Kafka: it costs nothing there and skips aborted batches of an earlier exactly_once run; read_uncommitted is for tansu 0.6, whose read_committed fetches can stop below the high watermark") { c, v in
+            guard let i = KafkaClientConfig.Isolation(rawValue: v) else { return "must be 'read_committed' or 'read_uncommitted', got '\(v)'" }
+            c.state.changelogIsolation = i
+            return nil
+        },
         Key(name: "state.restore_timeout_ms", doc: "a changelog restore that makes no progress this long fails (ms)") { c, v in
             guard let n = Int32(v), n >= 1_000 else { return "must be an integer of at least 1000 (ms), got '\(v)'" }
             c.state.restoreTimeoutMs = n

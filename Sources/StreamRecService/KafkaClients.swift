@@ -74,28 +74,30 @@ enum KafkaClients {
         return c
     }
 
-    /// The changelog reader of restores and standbys, with large fetches. It reads whole
-    /// transactions only in exactly-once mode, as Kafka Streams' restore consumer does. In
-    /// at-least-once mode nothing is transactional, and read_committed would only tie the restore
-    /// to the broker's last stable offset: tansu 0.6 held it below the high watermark and stalled
-    /// a restore (docs/operations.md, "Known broker limits").
-    static func changelogReader(_ config: StreamRecConfig, brokers: String) -> KafkaClientConfig {
+    /// The changelog readers: a restore's (`standby: false`) and the standby tail's. Exactly-once
+    /// reads whole transactions only; at-least-once reads as `state.changelog_isolation` says
+    /// (read_committed by default; tansu 0.6 needs read_uncommitted: its read_committed fetches
+    /// stopped below the high watermark and stalled a restore for good, docs/operations.md).
+    static func changelogReader(_ config: StreamRecConfig, brokers: String, standby: Bool) -> KafkaClientConfig {
         var c = consumer(config, brokers: brokers)
         c.groupID = "\(config.kafka.groupID)-restore"
         c.groupInstanceID = nil
-        c.isolation = config.delivery == .exactlyOnce ? .readCommitted : .readUncommitted
-        // A standby tails partitions nobody waits on: librdkafka's default wait, not the serving
-        // consumer's 50 ms. Each empty fetch costs the broker a storage listing per partition
-        // (tansu on S3), and 50 ms standbys of three instances kept moto busy enough to slow a
-        // restore to one batch every few seconds.
-        c.fetchWaitMaxMs = 500
+        c.isolation = config.delivery == .exactlyOnce ? .readCommitted : config.state.changelogIsolation
         c.fetchMaxBytes = 52_428_800
         c.maxPartitionFetchBytes = 8_388_608
-        // A restore drains prefetched records faster than librdkafka refills them once 100,000
-        // (its default) are queued: fetching pauses, and polls came back empty for 2.1 s of a
-        // 3.3 s restore (300,000 sessions, 64 partitions). queued.max.messages.kbytes (64 MB)
-        // still bounds the memory.
-        c.queuedMinMessages = 1_000_000
+        if standby {
+            // A standby tails partitions nobody waits on: librdkafka's default wait, not the
+            // serving consumer's 50 ms. Each empty fetch costs tansu an S3 listing per partition,
+            // and 50 ms standbys of three instances kept moto busy enough to slow a restore to
+            // one batch every few seconds.
+            c.fetchWaitMaxMs = 500
+        } else {
+            // A restore drains prefetched records faster than librdkafka refills them once
+            // 100,000 (its default) are queued: fetching pauses, and polls came back empty for
+            // 2.1 s of a 3.3 s restore (300,000 sessions, 64 partitions). The reader lives only
+            // for the restore.
+            c.queuedMinMessages = 1_000_000
+        }
         return c
     }
 

@@ -28,6 +28,8 @@ def child_env():
     # Debian's librdkafka 2.0.2 cannot handshake with tansu; 2.16 (from the confluent-kafka
     # wheel) is ABI-compatible, so the same binary runs with it.
     env["LD_LIBRARY_PATH"] = str(LIBRDKAFKA)
+    # tansu 0.6's read_committed fetches can stop below the high watermark (docs/operations.md).
+    env.setdefault("STREAMREC_STATE_CHANGELOG_ISOLATION", "read_uncommitted")
     return env
 
 

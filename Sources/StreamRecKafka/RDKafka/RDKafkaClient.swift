@@ -221,7 +221,7 @@ final class RDKafkaClient: @unchecked Sendable {
 
     /// Applies an assignment (nil: none); returns why it failed, or nil.
     private static func assignChecked(_ rk: OpaquePointer, _ list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) -> String? {
-        // A cooperative assignor would need incremental_assign; we configure an eager one.
+        // A cooperative assignor (kafka.assignor's default) changes the assignment incrementally.
         if rd_kafka_rebalance_protocol(rk).map({ String(cString: $0) }) == "COOPERATIVE" {
             guard let list else { return nil }
             guard let e = rd_kafka_incremental_assign(rk, list) else { return nil }
