@@ -197,11 +197,37 @@ import StreamRecStorage
         #expect(try Self.storedSessions(second.state.directory) == expected, "the instance left holds every session, restored from the changelog")
     }
 
+    /// A deployment switched from exactly-once to at-least-once: the new instance restores the
+    /// changelog written in transactions (its restore must end although the log's last offsets
+    /// may be transaction markers, which no reader sees as records) and answers what follows.
+    @Test func aSwitchFromExactlyOnceToAtLeastOnceRestoresAndAnswers() throws {
+        let h = try MockClusterHarness(partitions: 2, trainingSequences: Self.training)
+        var expected: [String: [String]] = [:]
+        var config = h.config()
+        config.delivery = .exactlyOnce
+        config.kafka.instanceID = "a"
+        try h.produce(Self.events(0..<200, users: 20, into: &expected))
+        let first = try h.startService(config: config)
+        _ = try h.readCommitted(h.output) { $0.count >= 200 }
+        first.stop()
+
+        var switched = h.config()
+        switched.state.directory = h.work.appendingPathComponent("state-b").path
+        switched.state.restoreTimeoutMs = 5_000
+        try h.produce(Self.events(200..<260, users: 20, into: &expected))
+        let second = try h.startService(config: switched)
+        let all = try h.read(h.output) { Set(Self.sources($0)).count >= 260 }
+        #expect(second.metric("streamrec_events_rebuilt_total") == 0, "restored, not replayed")
+        second.stop()
+        #expect(Set(Self.sources(all)).count == 260, "every input answered")
+        #expect(try Self.storedSessions(switched.state.directory) == expected)
+    }
+
     /// A second instance joins and leaves a running one under either assignor: every input is
     /// answered and every session exact. Under cooperative-sticky the first instance gives up only
     /// the partitions that move (2 of 4) and keeps answering the others through the rebalance;
-    /// under the eager default it gives up all 4 at each rebalance of the join (the mock cluster
-    /// runs two), then gets 2 back.
+    /// under range (eager) it gives up every partition it owns at each rebalance of the join (all
+    /// 4 at the first; the mock cluster may run a second), then gets 2 back.
     @Test(arguments: KafkaClientConfig.Assignor.allCases)
     func aJoiningInstanceTakesOverPartitions(assignor: KafkaClientConfig.Assignor) throws {
         let h = try MockClusterHarness(partitions: 4, trainingSequences: Self.training)
@@ -225,7 +251,9 @@ import StreamRecStorage
         if assignor == .cooperativeSticky {
             #expect(revoked == 2, "only the partitions that moved")
         } else {
-            #expect(revoked >= 4 && revoked.truncatingRemainder(dividingBy: 4) == 0, "every partition at each rebalance: \(revoked)")
+            // All 4 at the join's first rebalance, then whatever it owns at a second one (the mock
+            // cluster may run one while this loop already saw 2 and 2): at least 4, never just 2.
+            #expect(revoked >= 4, "every owned partition at each rebalance: \(revoked)")
         }
         try h.produce(Self.events(300..<600, users: 40, into: &expected))
         _ = try h.read(h.output) { Set(Self.sources($0)).count >= 600 }
