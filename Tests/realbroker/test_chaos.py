@@ -320,10 +320,11 @@ def read_committed(d):
 
 @pytest.mark.skipif(os.environ.get("STREAMREC_FAILOVER") != "1", reason="a measurement: make test-chaos runs it")
 @pytest.mark.parametrize("standby", [0, 1])
-def test_failover_time(brokers, tmp_path, standby):
+def test_failover_time(chaos_deployment, standby):
     """Time from kill -9 of an owner to the first answer of its successor for each of its
-    partitions, with a preloaded state (STREAMREC_FAILOVER_USERS users), with and without a standby."""
-    d = Deployment(brokers, tmp_path, partitions=PARTITIONS)
+    partitions, with a preloaded state (STREAMREC_FAILOVER_USERS users), with and without a standby.
+    The fixture stops the survivor afterwards."""
+    d = chaos_deployment
     users = int(os.environ.get("STREAMREC_FAILOVER_USERS", "50000"))
     now = int(time.time() * 1000)
     preload = [(f"u{n % users}".encode(), event(f"u{n % users}", f"x{n}", now + n)) for n in range(users * 4)]
