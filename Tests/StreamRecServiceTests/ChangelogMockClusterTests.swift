@@ -149,16 +149,23 @@ import StreamRecStorage
         #expect(try Self.storedSessions(a.state.directory) == expected)
     }
 
-    @Test func exactlyOnceAnswersEachInputOnceThroughAbortedTransactionsAndMoves() throws {
-        let h = try MockClusterHarness(partitions: 2, trainingSequences: Self.training)
-        var expected: [String: [String]] = [:]
+    /// An exactly-once instance "a" answers `range` (20 users) and stops; returns its config.
+    static func servedExactlyOnce(_ h: MockClusterHarness, _ range: Range<Int>, into expected: inout [String: [String]]) throws -> StreamRecConfig {
         var config = h.config()
         config.delivery = .exactlyOnce
         config.kafka.instanceID = "a"
-        try h.produce(Self.events(0..<200, users: 20, into: &expected))
-        var first = try h.startService(config: config)
-        _ = try h.readCommitted(h.output) { $0.count >= 200 }
+        try h.produce(Self.events(range, users: 20, into: &expected))
+        let first = try h.startService(config: config)
+        _ = try h.readCommitted(h.output) { $0.count >= range.count }
         first.stop()
+        return config
+    }
+
+    @Test func exactlyOnceAnswersEachInputOnceThroughAbortedTransactionsAndMoves() throws {
+        let h = try MockClusterHarness(partitions: 2, trainingSequences: Self.training)
+        var expected: [String: [String]] = [:]
+        let config = try Self.servedExactlyOnce(h, 0..<200, into: &expected)
+        var first: RunningService
 
         // The restarted instance's produce requests fail for good (INVALID_RECORD, not
         // retriable): the transaction must abort, and the batch run again in a new one.
@@ -203,13 +210,7 @@ import StreamRecStorage
     @Test func aSwitchFromExactlyOnceToAtLeastOnceRestoresAndAnswers() throws {
         let h = try MockClusterHarness(partitions: 2, trainingSequences: Self.training)
         var expected: [String: [String]] = [:]
-        var config = h.config()
-        config.delivery = .exactlyOnce
-        config.kafka.instanceID = "a"
-        try h.produce(Self.events(0..<200, users: 20, into: &expected))
-        let first = try h.startService(config: config)
-        _ = try h.readCommitted(h.output) { $0.count >= 200 }
-        first.stop()
+        let config = try Self.servedExactlyOnce(h, 0..<200, into: &expected)
 
         var switched = h.config()
         switched.state.directory = h.work.appendingPathComponent("state-b").path
