@@ -68,8 +68,9 @@ test-realbroker: setup-python
 ## standby), against tansu; counts and timings in var/chaos/.
 test-chaos: setup-python
 	@test -x $(CONFIG_DEBUG) || $(SWIFT) build
-	STREAMREC_BIN=$(abspath $(CONFIG_DEBUG)) STREAMREC_FAILOVER=1 STREAMREC_CHAOS_EVENTS=$${STREAMREC_CHAOS_EVENTS:-40000} \
-	  STREAMREC_CHAOS_USERS=$${STREAMREC_CHAOS_USERS:-20000} STREAMREC_CHAOS_RATE=$${STREAMREC_CHAOS_RATE:-200} \
+	STREAMREC_BIN=$(abspath $(CONFIG_DEBUG)) STREAMREC_FAILOVER=1 STREAMREC_CHAOS_EVENTS=$${STREAMREC_CHAOS_EVENTS:-200000} \
+	  STREAMREC_CHAOS_USERS=$${STREAMREC_CHAOS_USERS:-20000} STREAMREC_CHAOS_RATE=$${STREAMREC_CHAOS_RATE:-400} \
+	  STREAMREC_CHAOS_BURST_SECONDS=$${STREAMREC_CHAOS_BURST_SECONDS:-5} STREAMREC_CHAOS_MAX_BATCH=$${STREAMREC_CHAOS_MAX_BATCH:-3000} \
 	  .venv/bin/python -m pytest -q -s Tests/realbroker/test_chaos.py $(PYTEST_ARGS)
 
 ## test-alerts: the alert rules parse (promtool check rules) and fire, or stay quiet, on the

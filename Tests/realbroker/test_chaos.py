@@ -24,8 +24,12 @@ EVENTS = int(os.environ.get("STREAMREC_CHAOS_EVENTS", "8000"))
 USERS = int(os.environ.get("STREAMREC_CHAOS_USERS", "1000"))
 RATE = float(os.environ.get("STREAMREC_CHAOS_RATE", "100"))
 SEED = int(os.environ.get("STREAMREC_CHAOS_SEED", "7"))
+# Seconds of records per produce burst, and the instances' pipeline.max_batch. tansu stores every
+# produced batch as an S3 object and its fetch returns one stored batch per partition, so the
+# full size needs larger bursts and micro-batches to keep pace (docs/benchmarks.md).
+BURST_SECONDS = float(os.environ.get("STREAMREC_CHAOS_BURST_SECONDS", "1"))
+MAX_BATCH = int(os.environ.get("STREAMREC_CHAOS_MAX_BATCH", "500"))
 PARTITIONS = 6
-MAX_BATCH = 500
 
 
 def chaos_records():
@@ -69,7 +73,8 @@ class Fleet:
         # assigned to it: dynamic membership here (docs/operations.md).
         self.running[name] = self.d.serve("--instance-id", name, "--delivery", self.delivery,
                                           "--standby-replicas", str(self.standby), state=state,
-                                          env={"STREAMREC_KAFKA_STATIC_MEMBERSHIP": "false"})
+                                          env={"STREAMREC_KAFKA_STATIC_MEMBERSHIP": "false",
+                                               "STREAMREC_PIPELINE_MAX_BATCH": str(MAX_BATCH)})
         self.events.append((time.time(), "start", name))
 
     def kill9(self, name):
@@ -109,7 +114,7 @@ def test_chaos(chaos_deployment, delivery):
     duration = len(records) / RATE
 
     fleet.start("a")
-    producer = BurstProducer(d, records, RATE)
+    producer = BurstProducer(d, records, RATE, BURST_SECONDS)
     start = time.time()
     producer.start()
 
@@ -151,7 +156,8 @@ def test_chaos(chaos_deployment, delivery):
                 consumer_errors_seen += metric(service, "streamrec_consumer_errors_total")
         elif action == "sigterm" and len(fleet.running) > 1:
             fleet.terminate(rng.choice(sorted(fleet.running)))          # 3 -> 2 -> 1
-        time.sleep(max(0.0, min(8.0, start + duration - time.time())))
+        # The steps are spread over the stream (8 s apart in the short version).
+        time.sleep(max(0.0, min(duration / (len(plan) + 1), start + duration - time.time())))
     settle_seconds.append(round(settle(fleet), 1))
 
     producer.join(timeout=duration + 300)
@@ -217,13 +223,14 @@ def test_chaos(chaos_deployment, delivery):
 
 
 class BurstProducer(threading.Thread):
-    """A second's worth of records at a time, in large batches. tansu 0.6 stores each record
+    """`burst_seconds` worth of records at a time, in large batches. tansu 0.6 stores each record
     batch as an object and answers a fetch with one batch per partition, about a second a round
     here: a stream of one-record batches would be served at a few events per second."""
 
-    def __init__(self, d, records, rate):
+    def __init__(self, d, records, rate, burst_seconds=1.0):
         super().__init__(daemon=True)
-        self.d, self.records, self.rate = d, records, int(rate)
+        self.d, self.records = d, records
+        self.rate, self.burst = int(rate), max(1, int(rate * burst_seconds))
         self.error = None
         self.resumed = threading.Event()
         self.resumed.set()
@@ -243,7 +250,7 @@ class BurstProducer(threading.Thread):
             p = Producer({"bootstrap.servers": self.d.brokers, "enable.idempotence": True, "linger.ms": 200,
                           "batch.num.messages": 100000, "log_level": 3})
             start = time.time()
-            for i in range(0, len(self.records), self.rate):
+            for i in range(0, len(self.records), self.burst):
                 if not self.resumed.is_set():
                     paused = time.time()
                     self.idle.set()
@@ -252,7 +259,7 @@ class BurstProducer(threading.Thread):
                 delay = start + i / self.rate - time.time()
                 if delay > 0:
                     time.sleep(delay)
-                for key, value in self.records[i:i + self.rate]:
+                for key, value in self.records[i:i + self.burst]:
                     p.produce(self.d.input, key=key, value=value)
                 p.flush(120)
             if p.flush(120):
