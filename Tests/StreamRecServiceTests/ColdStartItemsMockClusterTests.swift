@@ -14,7 +14,8 @@ let miniLMDirectory: URL? = {
 }()
 
 /// Cold-start items: an item published on the `items` topic becomes recommendable by a running
-/// LLMSeqSim service, without a restart, and unknown items in sessions never stop anything.
+/// LLMSeqSim, LLM2SASRec or LLM2BERT4Rec service, without a restart, and unknown items in
+/// sessions never stop anything.
 @Suite(.serialized) struct ColdStartItemsMockClusterTests {
     static let dimension = 8
 
@@ -81,6 +82,63 @@ let miniLMDirectory: URL? = {
         // The user with only an unknown item got an (empty) answer, not a stall.
         let empty = answers.first { ($0["event_item"] as? String) == "only-unknown" }
         #expect((empty?["items"] as? [Any])?.isEmpty == true)
+    }
+
+    /// The text-started sequential models served live: a model trained from the cache answers
+    /// every event, and an item first published on the `items` topic is rankable at once (it is
+    /// in a full ranking, through the snapshot's text projection), without a restart or retrain.
+    @Test(arguments: ["llm2sasrec", "llm2bert4rec"])
+    func aTextStartedModelServesLiveAndRanksAPublishedItem(kind: String) throws {
+        let items = (0..<4).flatMap { k in (0..<5).map { "c\(k)-\($0)" } }
+        var cachePath = ""
+        let h = try MockClusterHarness(partitions: 2, trainingSequences: []) { work in
+            let cache = EmbeddingCache(modelID: "fake", dimension: Self.dimension)
+            try cache.update(items.map { ($0, "cluster \($0.dropFirst().prefix(1)) item \($0)") }, embed: Self.embedder)
+            cachePath = work.appendingPathComponent("items.emb").path
+            try cache.save(to: cachePath)
+            // Walks inside one cluster: c<k>-0, c<k>-1, ... c<k>-4.
+            let sequences = (0..<40).map { u in ("u\(u)", (0..<5).map { "c\(u % 4)-\($0)" }) }
+            var job = TrainingJob(kind: kind, dataset: SequenceDataset(sequences: sequences, source: "walks"), holdout: .none, source: "walks")
+            job.embeddings = cachePath
+            let result = try ModelCatalogue.standard.train(job, settings: ["width": "8", "heads": "2", "blocks": "1", "max_length": "8",
+                                                                           "epochs": "2", "eval_every": "2", "batch_size": "16"])
+            let path = work.appendingPathComponent("\(kind).snap").path
+            try ModelCatalogue.save(result.model, trainingSequences: job.trainingSequences, to: path)
+            return path
+        }
+        let itemsTopic = "items-\(h.id)"
+        try h.cluster.createTopic(itemsTopic, partitions: 2)
+        var config = h.config()
+        config.kafka.itemsTopic = itemsTopic
+        config.model.embeddings = cachePath
+        config.recommend.k = items.count + 1
+        let service = try h.startService(config: config) { stack, metrics in
+            ItemIngestor(stack: stack, cache: try EmbeddingCache.load(path: cachePath), cachePath: cachePath, embed: Self.embedder,
+                         metrics: metrics, logger: MockClusterHarness.logger)
+        }
+        defer { service.stop() }
+        // The family serves it; the snapshot's text projection makes it text-started.
+        #expect(service.stack.model.recommender.descriptor.name == String(kind.dropFirst(4)))
+        #expect((service.stack.model.recommender as? any ItemExtensibleRecommender)?.textDimension == Self.dimension)
+
+        try h.produce([("c2-new", Array(#"{"title":"cluster 2 newcomer"}"#.utf8))], topic: itemsTopic)
+        let deadline = Date().addingTimeInterval(60)
+        while service.ingestor!.counts.added < 1 && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(service.ingestor!.counts == (added: 1, embedded: 1, rejected: 0))
+
+        let events = (0..<3).map { ("u1", Self.event("u1", "c2-\($0)", Int64(1_000 + $0))) }
+            + (0..<2).map { ("u2", Self.event("u2", "c0-\($0)", Int64(1_000 + $0))) }
+        try h.produce(events)
+        let out = try h.read(h.output, until: { $0.count >= events.count })
+        #expect(out.count == events.count)
+        for record in out {
+            let answer = try #require(try JSONSerialization.jsonObject(with: Data(record.value ?? [])) as? [String: Any])
+            let ranked = ((answer["items"] as? [[String: Any]]) ?? []).compactMap { $0["item"] as? String }
+            let seen = answer["event_item"] as? String ?? "?"
+            // Every item but the session's own (history excluded), the newcomer among them.
+            #expect(ranked.contains("c2-new"), "\(seen): \(ranked)")
+            #expect(Set(ranked).count == ranked.count && !ranked.contains(seen))
+        }
     }
 
     /// The path `serve` takes (ItemIngestor.fromConfig: cache file + MiniLM), with real titles.
