@@ -34,36 +34,50 @@ let miniLMDirectory: URL? = {
         Array(#"{"user":"\#(user)","item":"\#(item)","ts":\#(ts),"type":"click"}"#.utf8)
     }
 
-    @Test func aPublishedItemBecomesRecommendableWithoutARestart() throws {
-        let items = (0..<4).flatMap { k in (0..<5).map { "c\(k)-\($0)" } }
+    /// Items c<k>-<j> in 4 clusters of 5, each text naming its cluster.
+    static let items = (0..<4).flatMap { k in (0..<5).map { "c\(k)-\($0)" } }
+
+    /// A service started from the fake encoder's cache of `items` and the snapshot `model` makes
+    /// from it, with an ItemIngestor on a new `items` topic; `publish` goes to that topic, and
+    /// the call returns once the ingestor has read `expectAdded` new items (or after 60 s).
+    static func serveWithIngestor(k: Int, publish: [(key: String?, value: [UInt8])], expectAdded: Int,
+                                  model: @escaping (EmbeddingCache, String, URL) throws -> String)
+        throws -> (h: MockClusterHarness, service: RunningService, cachePath: String) {
         var cachePath = ""
         let h = try MockClusterHarness(partitions: 2, trainingSequences: []) { work in
-            // The cache and snapshot the service starts from: every item but the new one.
-            let cache = EmbeddingCache(modelID: "fake", dimension: Self.dimension)
-            try cache.update(items.map { ($0, "cluster \($0.dropFirst().prefix(1)) item \($0)") }, embed: Self.embedder)
+            // The cache and snapshot the service starts from: every item but the published ones.
+            let cache = EmbeddingCache(modelID: "fake", dimension: dimension)
+            try cache.update(items.map { ($0, "cluster \($0.dropFirst().prefix(1)) item \($0)") }, embed: embedder)
             cachePath = work.appendingPathComponent("items.emb").path
             try cache.save(to: cachePath)
-            let path = work.appendingPathComponent("llmseqsim.snap").path
-            try LLMSeqSim.build(cache: cache).save(to: path)
-            return path
+            return try model(cache, cachePath, work)
         }
         let itemsTopic = "items-\(h.id)"
         try h.cluster.createTopic(itemsTopic, partitions: 2)
         var config = h.config()
         config.kafka.itemsTopic = itemsTopic
         config.model.embeddings = cachePath
-        config.recommend.k = 3
+        config.recommend.k = k
         let service = try h.startService(config: config) { stack, metrics in
-            ItemIngestor(stack: stack, cache: try EmbeddingCache.load(path: cachePath), cachePath: cachePath, embed: Self.embedder,
+            ItemIngestor(stack: stack, cache: try EmbeddingCache.load(path: cachePath), cachePath: cachePath, embed: embedder,
                          metrics: metrics, logger: MockClusterHarness.logger)
         }
-        defer { service.stop() }
-
-        // A bad record first: counted and skipped, never fatal.
-        try h.produce([("bad-1", Array("{not json".utf8)), ("c2-new", Array(#"{"title":"cluster 2 newcomer","extra":"B00NEWASIN"}"#.utf8))],
-                      topic: itemsTopic)
+        try h.produce(publish, topic: itemsTopic)
         let deadline = Date().addingTimeInterval(60)
-        while service.ingestor!.counts.added < 1 && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        while service.ingestor!.counts.added < expectAdded && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        return (h, service, cachePath)
+    }
+
+    @Test func aPublishedItemBecomesRecommendableWithoutARestart() throws {
+        // A bad record first: counted and skipped, never fatal.
+        let (h, service, cachePath) = try Self.serveWithIngestor(
+            k: 3, publish: [("bad-1", Array("{not json".utf8)), ("c2-new", Array(#"{"title":"cluster 2 newcomer","extra":"B00NEWASIN"}"#.utf8))],
+            expectAdded: 1) { cache, _, work in
+                let path = work.appendingPathComponent("llmseqsim.snap").path
+                try LLMSeqSim.build(cache: cache).save(to: path)
+                return path
+            }
+        defer { service.stop() }
         #expect(service.ingestor!.counts == (added: 1, embedded: 1, rejected: 1))
         // The cache on disk holds the new item (for the next snapshot and the next start).
         #expect(try EmbeddingCache.load(path: cachePath).vector(for: "c2-new") != nil)
@@ -89,41 +103,22 @@ let miniLMDirectory: URL? = {
     /// in a full ranking, through the snapshot's text projection), without a restart or retrain.
     @Test(arguments: ["llm2sasrec", "llm2bert4rec"])
     func aTextStartedModelServesLiveAndRanksAPublishedItem(kind: String) throws {
-        let items = (0..<4).flatMap { k in (0..<5).map { "c\(k)-\($0)" } }
-        var cachePath = ""
-        let h = try MockClusterHarness(partitions: 2, trainingSequences: []) { work in
-            let cache = EmbeddingCache(modelID: "fake", dimension: Self.dimension)
-            try cache.update(items.map { ($0, "cluster \($0.dropFirst().prefix(1)) item \($0)") }, embed: Self.embedder)
-            cachePath = work.appendingPathComponent("items.emb").path
-            try cache.save(to: cachePath)
-            // Walks inside one cluster: c<k>-0, c<k>-1, ... c<k>-4.
-            let sequences = (0..<40).map { u in ("u\(u)", (0..<5).map { "c\(u % 4)-\($0)" }) }
-            var job = TrainingJob(kind: kind, dataset: SequenceDataset(sequences: sequences, source: "walks"), holdout: .none, source: "walks")
-            job.embeddings = cachePath
-            let result = try ModelCatalogue.standard.train(job, settings: ["width": "8", "heads": "2", "blocks": "1", "max_length": "8",
-                                                                           "epochs": "2", "eval_every": "2", "batch_size": "16"])
-            let path = work.appendingPathComponent("\(kind).snap").path
-            try ModelCatalogue.save(result.model, trainingSequences: job.trainingSequences, to: path)
-            return path
-        }
-        let itemsTopic = "items-\(h.id)"
-        try h.cluster.createTopic(itemsTopic, partitions: 2)
-        var config = h.config()
-        config.kafka.itemsTopic = itemsTopic
-        config.model.embeddings = cachePath
-        config.recommend.k = items.count + 1
-        let service = try h.startService(config: config) { stack, metrics in
-            ItemIngestor(stack: stack, cache: try EmbeddingCache.load(path: cachePath), cachePath: cachePath, embed: Self.embedder,
-                         metrics: metrics, logger: MockClusterHarness.logger)
-        }
+        let (h, service, _) = try Self.serveWithIngestor(
+            k: Self.items.count + 1, publish: [("c2-new", Array(#"{"title":"cluster 2 newcomer"}"#.utf8))], expectAdded: 1) { _, cachePath, work in
+                // Walks inside one cluster: c<k>-0, c<k>-1, ... c<k>-4.
+                let sequences = (0..<40).map { u in ("u\(u)", (0..<5).map { "c\(u % 4)-\($0)" }) }
+                var job = TrainingJob(kind: kind, dataset: SequenceDataset(sequences: sequences, source: "walks"), holdout: .none, source: "walks")
+                job.embeddings = cachePath
+                let result = try ModelCatalogue.standard.train(job, settings: ["width": "8", "heads": "2", "blocks": "1", "max_length": "8",
+                                                                               "epochs": "2", "eval_every": "2", "batch_size": "16"])
+                let path = work.appendingPathComponent("\(kind).snap").path
+                try ModelCatalogue.save(result.model, trainingSequences: job.trainingSequences, to: path)
+                return path
+            }
         defer { service.stop() }
         // The family serves it; the snapshot's text projection makes it text-started.
         #expect(service.stack.model.recommender.descriptor.name == String(kind.dropFirst(4)))
         #expect((service.stack.model.recommender as? any ItemExtensibleRecommender)?.textDimension == Self.dimension)
-
-        try h.produce([("c2-new", Array(#"{"title":"cluster 2 newcomer"}"#.utf8))], topic: itemsTopic)
-        let deadline = Date().addingTimeInterval(60)
-        while service.ingestor!.counts.added < 1 && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
         #expect(service.ingestor!.counts == (added: 1, embedded: 1, rejected: 0))
 
         let events = (0..<3).map { ("u1", Self.event("u1", "c2-\($0)", Int64(1_000 + $0))) }
