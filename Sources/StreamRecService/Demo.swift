@@ -66,7 +66,10 @@ public enum Demo {
 
         // 1. An embedded cluster with the declared topics. (librdkafka's mock broker keeps about
         //    5 MB per partition and drops older data: the defaults stay well below.)
-        let topology = (try? Topology.load(path: options.topologyPath)) ?? DemoDefaults.topology
+        //    Without a topology file (the demo run outside the repository) it uses its defaults;
+        //    a file that does not parse is an error, never silently replaced.
+        let topology = FileManager.default.fileExists(atPath: options.topologyPath)
+            ? try Topology.load(path: options.topologyPath) : DemoDefaults.topology
         let cluster = try MockCluster(brokers: 3)
         defer { cluster.shutdown() }
         for topic in topology.topics {

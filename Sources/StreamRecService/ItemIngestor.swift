@@ -200,7 +200,13 @@ public final class ItemIngestor: @unchecked Sendable {
         guard let recommender = stack.model.recommender as? any ItemExtensibleRecommender, recommender.textDimension == cache.dimension else { return }
         let (version, items) = lock.withLock { (servedVersion, added) }
         guard !items.isEmpty, version != recommender.descriptor.version else { return }
-        guard (try? stack.withVocabularyWhileOpen { recommender.addItems(items) }) != nil else { return }
+        do {
+            try stack.withVocabularyWhileOpen { recommender.addItems(items) }
+        } catch {
+            // Only at shutdown (the store is closed); the next start re-adds them from the cache.
+            logger.info("new items not re-added to the swapped-in model: \(error)")
+            return
+        }
         lock.withLock { servedVersion = recommender.descriptor.version }
         logger.info("new items re-added to the swapped-in model", metadata: ["count": "\(items.count)"])
     }

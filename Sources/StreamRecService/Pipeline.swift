@@ -695,9 +695,14 @@ public final class Pipeline: PartitionAssignmentListener, @unchecked Sendable {
         guard now - lastLagUpdate >= 1 else { return }
         lastLagUpdate = now
         for tp in consumer.assignment() {
-            guard let high = consumer.cachedHighWatermark(tp),
-                  let next = (try? sessions.nextOffset(topic: tp.topic, partition: tp.partition)) ?? nil else { continue }
-            metrics.setLag(partition: tp.partition, max(0, high - next))
+            guard let high = consumer.cachedHighWatermark(tp) else { continue }
+            do {
+                guard let next = try sessions.nextOffset(topic: tp.topic, partition: tp.partition) else { continue }
+                metrics.setLag(partition: tp.partition, max(0, high - next))
+            } catch {
+                // Only the gauge goes stale here; the batch path handles storage errors itself.
+                logger.warning("lag of \(tp.topic)[\(tp.partition)] not updated: \(error)")
+            }
         }
     }
 

@@ -95,7 +95,8 @@ public struct Topology: Sendable, Equatable {
                 report.append("differs \(topic.name): partitions \(have) on the cluster, \(topic.partitions) declared (not changed: repartitioning moves users between instances)")
             }
             if !topic.config.isEmpty {
-                let current = (try? admin.topicConfigs(topic.name, keys: Array(topic.config.keys))) ?? [:]
+                // A broker that cannot say is an error: an empty answer would read as "no differences".
+                let current = try admin.topicConfigs(topic.name, keys: Array(topic.config.keys))
                 for (key, want) in topic.config.sorted(by: { $0.key < $1.key }) {
                     if let got = current[key], got != want {
                         report.append("differs \(topic.name): \(key) is \(got) on the cluster, \(want) declared")

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import StreamRecService
 import StreamRecModels
+import Logging
 
 @Suite struct ConfigTests {
     func write(_ text: String) throws -> String {
@@ -93,6 +94,16 @@ import StreamRecModels
         #expect(topology.topic(role: "changelog")?.partitions == topology.topic(role: "input")?.partitions, "co-partitioned")
         #expect(topology.topics.allSatisfy { $0.partitions > 0 })
         #expect(throws: ConfigError.self) { try Topology.parse("topics:\n  - name: x\n    partitions: 0\n", source: "t") }
+    }
+
+    /// The demo uses its built-in topics only when there is no topology file: one that does not
+    /// parse is refused before anything starts, never silently replaced by the defaults.
+    @Test func theDemoRefusesATopologyFileThatDoesNotParse() async throws {
+        var options = DemoOptions()
+        options.topologyPath = try write("topics:\n  - name: x\n    partitions: 0\n")
+        await #expect(throws: ConfigError.self) {
+            _ = try await Demo.run(options: options, logger: Logger(label: "test"), print: { _ in })
+        }
     }
 
     @Test func retrainKeysAreReadAndErrorsNameTheKey() throws {
