@@ -170,8 +170,12 @@ public struct ModelRegistry: Sendable {
             throw RegistryError(.invalid, "metric '\(bad.key)' is \(bad.value); pass only finite metrics")
         }
         return try withLock { () throws(RegistryError) -> RegistryManifest in
-            if let existing = try? manifest(version) {
-                return existing
+            // Published already: the same answer again. Only "not found" goes on to publish; a
+            // version directory that does not read is reported, never written over.
+            do throws(RegistryError) {
+                return try manifest(version)
+            } catch {
+                if error.code != .notFound { throw error }
             }
             var resolvedParent = parent
             if resolvedParent == nil { resolvedParent = try currentVersion() }

@@ -56,6 +56,13 @@ import StreamRecModels
         #expect(again == first)
         #expect(try Data(contentsOf: URL(fileURLWithPath: registry.snapshotPath(of: first.version))) == bytes)
         #expect(try registry.list().count == 1)
+        // A version whose manifest no longer reads is reported, not published over.
+        let manifest = URL(fileURLWithPath: registry.snapshotPath(of: first.version)).deletingLastPathComponent()
+            .appendingPathComponent(ModelRegistry.manifestFile)
+        try Data("{not json".utf8).write(to: manifest)
+        let error = #expect(throws: RegistryError.self) { try registry.publish(snapshotPath: path, now: Self.t0.addingTimeInterval(120)) }
+        #expect(error?.code == .corrupt)
+        #expect(try Data(contentsOf: manifest) == Data("{not json".utf8))
     }
 
     @Test func corruptSnapshotIsRefusedAtPublish() throws {
